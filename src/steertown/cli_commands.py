@@ -1,0 +1,7 @@
+"""Subcommands of `steertown`: thin argument wrappers around library functions."""
+
+from __future__ import annotations
+
+import argparse
+
+from steertown.cli import command

@@ -1,0 +1,301 @@
+"""Typed run configuration: dataclass schema, validation from a plain dict, hashing.
+
+The schema mirrors the guide's vocabulary (population, steps, max_events_per_tick,
+layers, steering.strength, inference.max_new_tokens, optimization.*). `load_config`
+turns the plain dict Hydra composed into a `RunConfig`, or raises `ConfigError` with
+one line naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+TRAITS: tuple[str, ...] = ("E", "A", "C", "O", "N")
+ARMS: tuple[str, ...] = ("fast", "small", "medium", "custom")
+MODELS: tuple[str, ...] = ("smollm2", "mock", "hf")
+ACTION_TYPES: tuple[str, ...] = ("MOVE", "TALK", "WORK", "REST", "REFLECT")
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration; the message is one line, shown as is."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2"  # smollm2 | mock | hf
+    name_or_path: str | None = None  # local HF dir or hub id; None = bundled SmolLM2
+    num_layers: int = 30  # decoder layers; checked against `layers`
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    device: str = "auto"  # auto | cpu | cuda
+    cache_dir: str = "storage/models"
+    num_threads: int = 0  # torch intra-op threads; 0 = torch default
+
+
+@dataclass
+class InferenceConfig:
+    max_new_tokens: int = 48
+    temperature: float = 0.7  # 0 = greedy
+    top_p: float = 0.9
+    repetition_penalty: float = 1.1
+    adaptive_tokens: bool = True  # per-action token caps + stop at end of action
+    max_new_tokens_by_action: dict[str, int] = field(
+        default_factory=lambda: {"MOVE": 16, "WORK": 24, "REST": 16, "TALK": 48, "REFLECT": 48}
+    )
+
+
+@dataclass
+class SteeringConfig:
+    enabled: bool = True
+    strength: float = 1.0
+    coefficients: dict[str, float] = field(
+        default_factory=lambda: {"E": 0.0, "A": 0.0, "C": 0.0, "O": 0.0, "N": 0.0}
+    )
+    spread: float = 0.5  # per-trait std of agents' coefficients around the means
+    vectors_dir: str = "storage/vectors"
+
+
+@dataclass
+class OptimizationConfig:
+    reflect_every_n_ticks: int = 5
+    use_quantization: bool = True
+    batch_size: int = 16
+    max_gpu_memory_gb: float | None = None
+    max_cpu_memory_gb: float | None = None
+    offload_folder: str | None = None
+    prefix_cache: bool = True
+
+
+@dataclass
+class MemoryConfig:
+    retrieve_k: int = 4
+    max_memories: int = 200
+    embedder: str = "minilm"  # minilm (real model) | hashing (fast, for tests/scale)
+    recency_decay: float = 0.95
+
+
+@dataclass
+class VerificationConfig:
+    enabled: bool = True
+    model_checks: bool = True  # mechanistic / dose-response checks on the model
+    num_files: int = 0  # 0 = all message files
+    items_per_trait: int = 8
+    coefficients: list[float] = field(default_factory=lambda: [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0])
+    random_directions: int = 4
+    min_rho: float = 0.2
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    experiment: str = "steertown"
+    tracking_uri: str | None = None  # None = MLFLOW_TRACKING_URI or sqlite:///mlflow.db
+
+
+@dataclass
+class RunConfig:
+    arm: str = "custom"
+    run_id: str | None = None
+    seed: int = 0
+    population: int = 32
+    steps: int = 200
+    max_events_per_tick: int = 12
+    checkpoint_every: int = 10
+    keep_checkpoints: int = 3
+    layers: list[int] = field(default_factory=lambda: [16])
+    live: bool = True
+    color: bool = True
+    resume: bool = True
+    overwrite: bool = False
+    storage_dir: str = "storage/dumps"
+    reports_dir: str = "reports"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    steering: SteeringConfig = field(default_factory=SteeringConfig)
+    optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    verification: VerificationConfig = field(default_factory=VerificationConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def config_hash(self) -> str:
+        """Hash of everything that determines the run's results (not presentation)."""
+        d = self.to_dict()
+        for k in ("live", "color", "resume", "overwrite", "run_id", "tracking"):
+            d.pop(k, None)
+        d["verification"] = None
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(key, value, a)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(tp, value, key + ".")
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
+        (inner,) = typing.get_args(tp)
+        return [_coerce(f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _coerce(f"{key}.{k}", v, vt) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in names:
+            raise ConfigError(f"{prefix}{k}: unknown key; allowed: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(prefix + k, v, hints[k]) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _check(cond: bool, key: str, allowed: str, value: Any) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {value!r} is out of range; allowed: {allowed}")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check ranges and cross-key constraints; raise ConfigError on the first problem."""
+    _check(cfg.arm in ARMS, "arm", " | ".join(ARMS), cfg.arm)
+    if cfg.run_id is not None:
+        _check(bool(RUN_ID_PATTERN.match(cfg.run_id)) and ".." not in cfg.run_id, "run_id",
+               "letters, digits, '_', '-', '.' (no path separators or '..'), max 128", cfg.run_id)
+    _check(cfg.seed >= 0, "seed", "an integer >= 0", cfg.seed)
+    _check(1 <= cfg.population <= 100_000, "population", "1..100000", cfg.population)
+    _check(cfg.steps >= 1, "steps", "an integer >= 1", cfg.steps)
+    _check(cfg.max_events_per_tick >= 1, "max_events_per_tick", "an integer >= 1",
+           cfg.max_events_per_tick)
+    _check(cfg.checkpoint_every >= 1, "checkpoint_every", "an integer >= 1", cfg.checkpoint_every)
+    _check(cfg.keep_checkpoints >= 1, "keep_checkpoints", "an integer >= 1", cfg.keep_checkpoints)
+    _check(cfg.model.name in MODELS, "model.name", " | ".join(MODELS), cfg.model.name)
+    _check(cfg.model.dtype in ("auto", "float32", "bfloat16", "float16"), "model.dtype",
+           "auto | float32 | bfloat16 | float16", cfg.model.dtype)
+    _check(cfg.model.device in ("auto", "cpu", "cuda"), "model.device", "auto | cpu | cuda",
+           cfg.model.device)
+    _check(cfg.model.num_layers >= 1, "model.num_layers", "an integer >= 1", cfg.model.num_layers)
+    _check(cfg.model.num_threads >= 0, "model.num_threads", "an integer >= 0",
+           cfg.model.num_threads)
+    _check(len(cfg.layers) >= 1 and len(set(cfg.layers)) == len(cfg.layers), "layers",
+           "a non-empty list of distinct layer numbers", cfg.layers)
+    for i, layer in enumerate(cfg.layers):
+        _check(1 <= layer <= cfg.model.num_layers, f"layers[{i}]",
+               f"1..{cfg.model.num_layers} (the model's decoder layers)", layer)
+    inf = cfg.inference
+    _check(1 <= inf.max_new_tokens <= 2048, "inference.max_new_tokens", "1..2048",
+           inf.max_new_tokens)
+    _check(math.isfinite(inf.temperature) and 0 <= inf.temperature <= 5,
+           "inference.temperature", "0..5 (0 = greedy)", inf.temperature)
+    _check(0 < inf.top_p <= 1, "inference.top_p", "0 < top_p <= 1", inf.top_p)
+    _check(math.isfinite(inf.repetition_penalty) and 1 <= inf.repetition_penalty <= 3,
+           "inference.repetition_penalty", "1..3", inf.repetition_penalty)
+    for k, v in inf.max_new_tokens_by_action.items():
+        _check(k in ACTION_TYPES, f"inference.max_new_tokens_by_action.{k}",
+               " | ".join(ACTION_TYPES), k)
+        _check(v >= 1, f"inference.max_new_tokens_by_action.{k}", "an integer >= 1", v)
+    st = cfg.steering
+    _check(math.isfinite(st.strength) and 0 <= st.strength <= 20, "steering.strength",
+           "a finite number in 0..20", st.strength)
+    _check(math.isfinite(st.spread) and 0 <= st.spread <= 2, "steering.spread", "0..2",
+           st.spread)
+    for k, v in st.coefficients.items():
+        _check(k in TRAITS, f"steering.coefficients.{k}", " | ".join(TRAITS), k)
+        _check(math.isfinite(v) and -1 <= v <= 1, f"steering.coefficients.{k}",
+               "a number in [-1, 1]", v)
+    st.coefficients = {t: float(st.coefficients.get(t, 0.0)) for t in TRAITS}
+    op = cfg.optimization
+    _check(op.reflect_every_n_ticks >= 1, "optimization.reflect_every_n_ticks",
+           "an integer >= 1", op.reflect_every_n_ticks)
+    _check(1 <= op.batch_size <= 1024, "optimization.batch_size", "1..1024", op.batch_size)
+    for key in ("max_gpu_memory_gb", "max_cpu_memory_gb"):
+        v = getattr(op, key)
+        _check(v is None or (math.isfinite(v) and v > 0), f"optimization.{key}",
+               "null or a positive number", v)
+    mem = cfg.memory
+    _check(1 <= mem.retrieve_k <= 64, "memory.retrieve_k", "1..64", mem.retrieve_k)
+    _check(mem.max_memories >= mem.retrieve_k, "memory.max_memories",
+           f">= memory.retrieve_k ({mem.retrieve_k})", mem.max_memories)
+    _check(mem.embedder in ("minilm", "hashing"), "memory.embedder", "minilm | hashing",
+           mem.embedder)
+    _check(0 < mem.recency_decay <= 1, "memory.recency_decay", "0 < decay <= 1",
+           mem.recency_decay)
+    ver = cfg.verification
+    _check(len(ver.coefficients) >= 3, "verification.coefficients", "at least 3 values",
+           ver.coefficients)
+    _check(ver.num_files >= 0, "verification.num_files", "an integer >= 0", ver.num_files)
+    return cfg
+
+
+def load_config(data: dict[str, Any]) -> RunConfig:
+    """Build and validate a RunConfig from a plain (Hydra-resolved) dict."""
+    data = {k: v for k, v in data.items() if k != "hydra"}
+    return validate(_build(RunConfig, data))
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts to dotted keys (for MLflow params and config diffs)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

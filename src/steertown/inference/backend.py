@@ -1,0 +1,52 @@
+"""The backend protocol: batched generation where every row carries its own steering.
+
+A `GenerationRequest` is one agent's prompt plus the effective steering it must be
+generated with (trait -> alpha, already multiplied by `steering.strength`; the backend
+maps alpha to residual-stream units with its calibration). Backends answer one batch
+at a time; `inference.batching` splits a tick's requests into batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    request_id: str
+    system: str  # stable per agent (persona), kept first so its KV cache can be reused
+    user: str  # per-tick situation
+    steering: dict[str, float]  # trait -> effective alpha (strength * coefficient)
+    max_new_tokens: int
+    seed: int  # per-request sampling seed: output does not depend on batch neighbours
+    kind: str = "action"  # action | reflection
+    prefix_key: str = ""  # identifies a reusable (system prompt, steering) prefix
+
+
+@dataclass
+class GenerationResult:
+    request_id: str
+    text: str
+    tokens_in: int
+    tokens_out: int
+    extra: dict = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """What the simulation needs from a model."""
+
+    name: str
+    layers: list[int]
+
+    def generate_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        """Generate one batch; results in the order of `requests`."""
+        ...
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """Prompt length in tokens (used to bucket requests by length)."""
+        ...
+
+    def describe(self) -> dict:
+        """Model id, dtype, device, vector ids: recorded in the run manifest."""
+        ...
