@@ -1,0 +1,108 @@
+"""Per-row activation steering: forward hooks that add `alphas[B, T] @ V[T, H]`.
+
+One hook per configured decoder layer ("layer L" = output of `model.model.layers[L-1]`
+= `hidden_states[L]`). Each hook adds, to every position of row b, the vector
+`sum_t alphas[b, t] * V_L[t]` where `V_L[t]` is trait t's calibrated direction at that
+layer (unit direction x per-layer scale). All positions are steered, prompt and
+generated alike: the prompt's KV cache then carries the steering, so later tokens see a
+consistently steered context (steering only new tokens would let the unsteered prompt
+keys/values dilute the effect, and would make a cached prompt prefix differ from a
+fresh one). Left padding is harmless: padded positions are masked out as keys.
+
+The hook is O(B x H) per layer per step (one tiny matmul, precomputed once per batch),
+and skipped entirely when all alphas are zero, so an unsteered row is bit-identical to
+the unhooked model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+
+
+def decoder_layers(model: torch.nn.Module) -> Sequence[torch.nn.Module]:
+    """The model's decoder blocks (Llama-style `model.model.layers`, GPT-2 `transformer.h`)."""
+    inner = getattr(model, "model", None)
+    if inner is not None and hasattr(inner, "layers"):
+        return inner.layers
+    tr = getattr(model, "transformer", None)
+    if tr is not None and hasattr(tr, "h"):
+        return tr.h
+    raise ValueError(f"cannot find decoder layers on {type(model).__name__}")
+
+
+class SteeringHooks:
+    """Installed once; `set_alphas` (or the `steered` context) chooses per-row steering.
+
+    `directions[layer]` is a float32 tensor [T, H] of calibrated steering vectors for the
+    traits in `traits` order. Steering per batch row is given as alphas [B, T].
+    """
+
+    def __init__(self, model: torch.nn.Module, layers: list[int],
+                 directions: dict[int, torch.Tensor], traits: Sequence[str]) -> None:
+        self.model = model
+        self.layers = list(layers)
+        self.traits = list(traits)
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._deltas: dict[int, torch.Tensor | None] = {layer: None for layer in self.layers}
+        blocks = decoder_layers(model)
+        param = next(model.parameters())
+        self._dirs = {}
+        for layer in self.layers:
+            if not 1 <= layer <= len(blocks):
+                raise ValueError(f"layer {layer} out of range 1..{len(blocks)}")
+            block = blocks[layer - 1]
+            # Keep V on the block's own device (device_map may spread layers).
+            dev = next(block.parameters(), param).device
+            self._dirs[layer] = directions[layer].to(device=dev, dtype=torch.float32)
+            self._handles.append(block.register_forward_hook(self._make_hook(layer)))
+
+    def _make_hook(self, layer: int):
+        def hook(_module, _args, output):
+            delta = self._deltas[layer]
+            if delta is None:
+                return None  # unsteered: output untouched (bit-identical)
+            hidden = output[0] if isinstance(output, tuple) else output
+            if hidden.shape[0] != delta.shape[0]:
+                raise RuntimeError(
+                    f"steering set for {delta.shape[0]} rows but layer {layer} saw a batch of "
+                    f"{hidden.shape[0]}; call set_alphas for the current batch")
+            steered = hidden + delta.to(hidden.dtype)[:, None, :]
+            if isinstance(output, tuple):
+                return (steered, *output[1:])
+            return steered
+        return hook
+
+    def set_alphas(self, alphas: torch.Tensor | None) -> None:
+        """Per-row steering for the next forward passes: alphas [B, T] or None (off)."""
+        if alphas is None or not torch.any(alphas != 0):
+            self._deltas = {layer: None for layer in self.layers}
+            return
+        if alphas.dim() != 2 or alphas.shape[1] != len(self.traits):
+            raise ValueError(f"alphas must be [batch, {len(self.traits)}], got {tuple(alphas.shape)}")
+        a = alphas.to(torch.float32)
+        # Precompute the per-row deltas once per batch: the hook itself is one add.
+        self._deltas = {layer: (a.to(v.device) @ v) for layer, v in self._dirs.items()}
+
+    def select_rows(self, index: torch.Tensor) -> None:
+        """Keep only the given rows' deltas (the decode loop drops finished rows)."""
+        self._deltas = {layer: (None if d is None else d[index.to(d.device)])
+                        for layer, d in self._deltas.items()}
+
+    @contextmanager
+    def steered(self, alphas: torch.Tensor | None) -> Iterator[None]:
+        """Run forward passes inside with the given per-row alphas; off afterwards."""
+        self.set_alphas(alphas)
+        try:
+            yield
+        finally:
+            self.set_alphas(None)
+
+    def remove(self) -> None:
+        """Uninstall the hooks (the model is then plain again)."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self.set_alphas(None)
