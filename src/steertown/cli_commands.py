@@ -2,6 +2,4 @@
 
 from __future__ import annotations
 
-import argparse
 
-from steertown.cli import command

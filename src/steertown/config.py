@@ -48,7 +48,7 @@ class InferenceConfig:
     repetition_penalty: float = 1.1
     adaptive_tokens: bool = True  # per-action token caps + stop at end of action
     max_new_tokens_by_action: dict[str, int] = field(
-        default_factory=lambda: {"MOVE": 16, "WORK": 24, "REST": 16, "TALK": 48, "REFLECT": 48}
+        default_factory=lambda: {"MOVE": 16, "WORK": 24, "REST": 12}
     )
 
 
@@ -128,13 +128,28 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def config_hash(self) -> str:
-        """Hash of everything that determines the run's results (not presentation)."""
+    def result_dict(self) -> dict[str, Any]:
+        """The keys that determine the run's rows (presentation and later stages left out)."""
         d = self.to_dict()
-        for k in ("live", "color", "resume", "overwrite", "run_id", "tracking"):
+        for k in RESULT_NEUTRAL_KEYS:
             d.pop(k, None)
-        d["verification"] = None
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return d
+
+    def config_hash(self) -> str:
+        """Hash of everything that determines the run's results."""
+        return hashlib.sha256(json.dumps(self.result_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Keys that may change between a run and its resume without changing its rows.
+RESULT_NEUTRAL_KEYS = ("live", "color", "resume", "overwrite", "run_id", "tracking",
+                       "verification", "storage_dir", "reports_dir", "checkpoint_every",
+                       "keep_checkpoints", "arm")
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two result dicts."""
+    a, b = flatten(old), flatten(new)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 def _describe(tp: Any) -> str:

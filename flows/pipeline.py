@@ -1,0 +1,91 @@
+"""The run flow: resolve_config -> load_backend -> simulate (chunks) -> verify -> analyze
+-> report, wrapped in one MLflow run. Stages pass paths and plain data."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from flows.environment import PROJECT_ROOT, configure
+
+configure()
+
+from prefect import flow  # noqa: E402
+from prefect.artifacts import (  # noqa: E402
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from steertown.tracking import RunTracker  # noqa: E402
+
+from steertown.config import load_config  # noqa: E402
+from steertown.live import print_summary  # noqa: E402
+from steertown.sim.runner import finish_run, resolve_run_id  # noqa: E402
+from steertown.storage.lock import RunLock  # noqa: E402
+from steertown.storage.run_dir import RunDir  # noqa: E402
+from tasks.analyze import analyze  # noqa: E402
+from tasks.load_backend import load_backend  # noqa: E402
+from tasks.report import report  # noqa: E402
+from tasks.resolve_config import resolve_config  # noqa: E402
+from tasks.simulate import simulate_chunk  # noqa: E402
+from tasks.verify import verify_steering  # noqa: E402
+
+
+@flow(name="steertown-run", log_prints=True)
+def run_flow(config: dict) -> dict:
+    """One experiment run from a composed config dict; returns where its outputs are."""
+    wall = time.perf_counter()
+    cfg = load_config(config)  # fail fast on bad input, before anything is written
+    run_dir = Path(cfg.storage_dir) / resolve_run_id(cfg)
+    with RunLock(run_dir):
+        plan = resolve_config(config)
+        run = RunDir(plan["run_dir"])
+        if plan["complete"]:
+            print(f"Run {plan['run_id']} is complete ({plan['steps']} ticks); nothing to do. "
+                  "Use overwrite=true or another run_id to run it again.")
+            return {"run_id": plan["run_id"], "run_dir": plan["run_dir"], "skipped": True}
+        if plan["start_tick"]:
+            print(f"Resuming {plan['run_id']} from the checkpoint at tick {plan['start_tick']}")
+        with RunTracker(cfg, run.read_manifest(), PROJECT_ROOT) as tracker:
+            load_backend(config, plan["run_dir"])
+            progress = create_progress_artifact(
+                100.0 * plan["start_tick"] / cfg.steps, key=_key(plan["run_id"], "progress"),
+                description=f"ticks done of {cfg.steps}")
+            for start, end in plan["chunks"]:
+                rows = simulate_chunk(config, plan["run_dir"], start, end)
+                tracker.log_tick_metrics(rows)
+                update_progress_artifact(progress, 100.0 * end / cfg.steps)
+            finish_run(plan["run_dir"])
+            ticks = run.read_table("ticks").to_pylist()
+            print_summary(plan["run_id"], len(ticks), cfg.population,
+                          sum(t["tick_seconds"] for t in ticks), time.perf_counter() - wall,
+                          cfg.color)
+            verification = None
+            if cfg.verification.enabled:
+                verification = verify_steering(config, plan["run_dir"])
+                tracker.log_verification(verification)
+                create_markdown_artifact(
+                    (run.path / "verification" / "report.md").read_text(),
+                    key=_key(plan["run_id"], "verification"))
+            summary = analyze(plan["run_dir"])
+            tracker.log_summary(summary)
+            html = report(plan["run_dir"], cfg.reports_dir)
+            tracker.log_outputs(run.path, Path(html).parent)
+            create_table_artifact(_key_metrics(summary, verification),
+                                  key=_key(plan["run_id"], "metrics"))
+    print(f"Report: {html}")
+    return {"run_id": plan["run_id"], "run_dir": plan["run_dir"], "report": html,
+            "verdict": verification["verdict"] if verification else None}
+
+
+def _key(run_id: str, what: str) -> str:
+    # Prefect artifact keys allow lowercase letters, digits and dashes only.
+    return "".join(ch if ch.isalnum() else "-" for ch in f"{run_id}-{what}".lower())
+
+
+def _key_metrics(summary: dict, verification: dict | None) -> list[dict]:
+    rows = [{"metric": k, "value": v} for k, v in summary.get("headline", {}).items()]
+    if verification:
+        rows.append({"metric": "verification", "value": verification["verdict"]})
+    return rows

@@ -1,0 +1,79 @@
+"""Agents: identity, Big Five profile sampled from the run seed, mutable state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from steertown.config import TRAITS, RunConfig
+
+FIRST_NAMES = (
+    "Ada", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "June", "Kai", "Lena",
+    "Milo", "Nia", "Omar", "Pia", "Quin", "Rosa", "Sam", "Tess", "Uma", "Vik", "Wren", "Xena",
+    "Yuri", "Zoe",
+)
+GOALS = (
+    "organise a town picnic next weekend",
+    "write a collaborative brief about the new library hours",
+    "find volunteers for the community garden",
+    "learn what neighbours think about the market moving",
+    "finish a painting for the cafe wall",
+    "plan a workshop on fixing bicycles",
+    "collect stories about the town's history",
+    "start a weekly reading circle",
+)
+
+
+@dataclass
+class Agent:
+    agent_id: str
+    name: str
+    home: str
+    goal: str
+    traits: dict[str, float]  # assigned coefficients in [-1, 1]
+    location: str
+    plan: str = ""
+    last_reflection_tick: int = 0
+    failures: int = field(default=0)
+
+    def steering(self, strength: float, enabled: bool) -> dict[str, float]:
+        """Effective alphas this agent generates with (0 when steering is off)."""
+        if not enabled:
+            return {t: 0.0 for t in TRAITS}
+        return {t: round(strength * self.traits[t], 6) for t in TRAITS}
+
+    def to_state(self) -> dict:
+        return {"location": self.location, "plan": self.plan,
+                "last_reflection_tick": self.last_reflection_tick, "failures": self.failures}
+
+    def load_state(self, state: dict) -> None:
+        self.location = state["location"]
+        self.plan = state["plan"]
+        self.last_reflection_tick = state["last_reflection_tick"]
+        self.failures = state["failures"]
+
+
+def sample_population(cfg: RunConfig) -> list[Agent]:
+    """Create `cfg.population` agents; profiles ~ N(mean=coefficients, sd=spread), clipped.
+
+    Reproducible from `cfg.seed` alone, so a resumed run rebuilds the same agents.
+    """
+    rng = np.random.default_rng([cfg.seed, 0xA6E])
+    n = cfg.population
+    means = np.array([cfg.steering.coefficients[t] for t in TRAITS])
+    profiles = np.clip(rng.normal(means, cfg.steering.spread, size=(n, len(TRAITS))), -1.0, 1.0)
+    goals = rng.integers(0, len(GOALS), size=n)
+    num_homes = max(1, (n + 1) // 2)  # two agents per household
+    agents = []
+    for i in range(n):
+        name = f"{FIRST_NAMES[i % len(FIRST_NAMES)]}"
+        if i >= len(FIRST_NAMES):
+            name += f" {i // len(FIRST_NAMES) + 1}"
+        home = f"home_{i % num_homes}"
+        agents.append(Agent(
+            agent_id=f"agent-{i:03d}", name=name, home=home, goal=GOALS[goals[i]],
+            traits={t: round(float(profiles[i, j]), 4) for j, t in enumerate(TRAITS)},
+            location=home,
+        ))
+    return agents

@@ -1,0 +1,55 @@
+"""Prompts. The persona never names traits: personality comes from steering only.
+
+The system part is stable per agent (so its KV cache can be reused across ticks); the
+user part carries the tick's situation.
+"""
+
+from __future__ import annotations
+
+from steertown.agents.profile import Agent
+from steertown.world.town import Town
+
+ACTION_FORMAT = (
+    "Reply with exactly one line, one of:\n"
+    "MOVE <place>\n"
+    "TALK <name>: <what you say>\n"
+    "WORK: <what you do>\n"
+    "REST"
+)
+
+
+def persona(agent: Agent) -> str:
+    """The stable system prompt of an agent (no trait adjectives)."""
+    return (f"You are {agent.name}, who lives in a small town (home: {agent.home}). "
+            f"Your goal: {agent.goal}.\n{ACTION_FORMAT}")
+
+
+def action_prompt(agent: Agent, town: Town, others: list[str], transcript: list[str],
+                  memories: list[str], tick: int) -> str:
+    """The per-tick situation an agent acts on."""
+    loc = town.locations[agent.location]
+    lines = [f"Time: tick {tick}. You are at {loc.name}: {loc.description}."]
+    lines.append(f"Here with you: {', '.join(others)}." if others else "You are alone here.")
+    lines.append(f"Places next to you: {', '.join(town.public_neighbours(agent.location))}"
+                 + (f", {agent.home}." if agent.home in town.neighbours(agent.location) else "."))
+    if transcript:
+        lines.append("Recently said here:\n" + "\n".join(f"- {t}" for t in transcript))
+    if memories:
+        lines.append("You remember:\n" + "\n".join(f"- {m}" for m in memories))
+    if agent.plan:
+        lines.append(f"Your plan: {agent.plan}")
+    lines.append("What do you do now? One line.")
+    return "\n".join(lines)
+
+
+def reflection_prompt(agent: Agent, memories: list[str], tick: int) -> str:
+    """Ask for a short plan from the agent's most relevant memories."""
+    mem = "\n".join(f"- {m}" for m in memories) or "- nothing notable yet"
+    return (f"Time: tick {tick}. Think about what happened recently:\n{mem}\n"
+            f"In one or two sentences, what is your plan for the next hours?")
+
+
+def reflection_persona(agent: Agent) -> str:
+    """System prompt for reflections: persona without the action format."""
+    return (f"You are {agent.name}, who lives in a small town (home: {agent.home}). "
+            f"Your goal: {agent.goal}.")

@@ -1,0 +1,75 @@
+"""Mock backend: deterministic, varied, parseable replies derived from seed, prompt and
+steering. For tests and prototyping of the non-LLM machinery only.
+
+Steering shifts the action mix (E -> TALK, C -> WORK, N -> REST, O -> MOVE) and the
+wording (A -> friendly or blunt), so tests can see the steering reach the backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+
+from steertown.inference.backend import GenerationRequest, GenerationResult
+
+_PLACES_RE = re.compile(r"Places next to you: (.*)\.")
+_HERE_RE = re.compile(r"Here with you: (.*)\.")
+FRIENDLY = ("I'd love to hear your ideas", "shall we do this together?",
+            "thanks for helping out", "you always make this fun")
+BLUNT = ("let's just get it done", "I don't have time for chatter",
+         "that plan won't work", "fine, whatever")
+WORK = ("sorting the notes for the brief", "fixing the bench", "drafting the plan",
+        "cleaning up the tables")
+
+
+class MockBackend:
+    """Implements the Backend protocol without a model."""
+
+    name = "mock"
+
+    def __init__(self, layers: list[int]):
+        self.layers = list(layers)
+
+    def describe(self) -> dict:
+        return {"name": "mock", "device": "cpu", "dtype": "none", "layers": self.layers,
+                "vectors": "none (mock)"}
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        return len(request.system.split()) + len(request.user.split())
+
+    def generate_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        return [self._one(r) for r in requests]
+
+    def _one(self, r: GenerationRequest) -> GenerationResult:
+        digest = hashlib.sha256(f"{r.seed}|{r.system}|{r.user}".encode()).digest()
+        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+        s = {t: r.steering.get(t, 0.0) for t in "EACON"}
+        if r.kind == "reflection":
+            focus = "meet people and talk" if s["E"] > 0 else "work quietly on my own"
+            text = f"I will {focus} and keep working towards my goal."
+        else:
+            text = self._action(rng, r.user, s)
+        words = text.split()[: r.max_new_tokens]
+        return GenerationResult(r.request_id, " ".join(words), self.count_prompt_tokens(r),
+                                len(words))
+
+    def _action(self, rng: np.random.Generator, prompt: str, s: dict[str, float]) -> str:
+        places = _PLACES_RE.search(prompt)
+        here = _HERE_RE.search(prompt)
+        others = here.group(1).split(", ") if here else []
+        logits = np.array([0.3 + s["O"], 0.5 + 1.5 * s["E"] if others else -9.0,
+                           0.4 + 1.5 * s["C"], 1.5 * s["N"] - 0.5 * s["E"]])
+        p = np.exp(logits - logits.max())
+        kind = ("MOVE", "TALK", "WORK", "REST")[rng.choice(4, p=p / p.sum())]
+        if rng.random() < 0.03:  # a little realistic garbage
+            return "hmm... " * 3
+        if kind == "MOVE" and places:
+            return f"MOVE {rng.choice(places.group(1).split(', '))}"
+        if kind == "TALK":
+            phrases = FRIENDLY if s["A"] + rng.normal(0, 0.3) > 0 else BLUNT
+            return f"TALK {rng.choice(others)}: {rng.choice(phrases)}"
+        if kind == "WORK":
+            return f"WORK: {rng.choice(WORK)}"
+        return "REST"

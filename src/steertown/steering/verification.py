@@ -1,0 +1,64 @@
+"""verify_run: every steering check on a run directory -> verification/report.{json,md}."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from steertown.steering.verify_logged import Check, logged_checks
+from steertown.storage.run_dir import RunDir, atomic_write_bytes, atomic_write_json
+
+
+def verify_run(run_dir: str | Path, num_files: int = 0, backend=None) -> dict:
+    """Run the checks, write the report files, return the report dict.
+
+    `backend` is the run's loaded model backend; without it the model-based checks are
+    skipped with the reason (e.g. an imported legacy run or `verification.model_checks:
+    false`).
+    """
+    run = RunDir(run_dir).require()
+    manifest = run.read_manifest()
+    checks: list[Check] = logged_checks(run, num_files)
+    checks += model_checks(run, manifest, backend)
+    required = [c for c in checks if c.required and c.passed is not None]
+    verdict = "PASS" if all(c.passed for c in required) else "FAIL"
+    report = {"run_id": run.run_id, "verdict": verdict,
+              "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+              "num_files": num_files, "checks": [c.to_dict() for c in checks]}
+    out = run.path / "verification"
+    atomic_write_json(out / "report.json", report)
+    atomic_write_bytes(out / "report.md", format_markdown(report).encode())
+    return report
+
+
+def model_checks(run: RunDir, manifest: dict, backend) -> list[Check]:
+    """Mechanistic, dose-response, in-run, controls: need the run's model."""
+    if manifest.get("source") == "legacy":
+        reason = "imported legacy run: its model is not available"
+    elif backend is None:
+        reason = "no model backend loaded"
+    elif getattr(backend, "name", "") == "mock":
+        reason = "mock backend has no residual stream"
+    else:
+        from steertown.steering.verify_model import run_model_checks
+
+        return run_model_checks(run, manifest, backend)
+    return [Check("model", None, False, "skipped", detail=reason)]
+
+
+def format_line(c: dict) -> str:
+    status = "SKIP" if c["passed"] is None else ("PASS" if c["passed"] else "FAIL")
+    req = "" if c["required"] else " (informative)"
+    return f"{'✓' if c['passed'] else ('-' if c['passed'] is None else '✗')} {status}: " \
+           f"{c['name']}{req}: {c['figure']}" + (f" [{c['detail']}]" if c.get("detail") else "")
+
+
+def format_markdown(report: dict) -> str:
+    lines = [f"# Steering verification: {report['run_id']}", "",
+             f"**Verdict: {report['verdict']}** (required checks only)", "",
+             "| check | result | required | figure |", "|---|---|---|---|"]
+    for c in report["checks"]:
+        res = "skip" if c["passed"] is None else ("pass" if c["passed"] else "FAIL")
+        fig = c["figure"] + (f" ({c['detail']})" if c.get("detail") else "")
+        lines.append(f"| {c['name']} | {res} | {'yes' if c['required'] else 'no'} | {fig} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""One thin Prefect task per pipeline stage; the logic lives in src/steertown."""

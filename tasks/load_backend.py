@@ -1,0 +1,25 @@
+"""Stage 2: load the model once (per process), its trait vectors and hooks; preflight."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from steertown.preflight import format_findings, preflight
+
+from steertown.config import load_config
+from steertown.inference import get_backend, get_embedder
+from steertown.storage.run_dir import RunDir
+
+
+@task(name="load_backend", cache_policy=NO_CACHE)
+def load_backend(config: dict, run_dir: str) -> dict:
+    """Load backend and embedder, run the preflight checklist, record both in the manifest."""
+    cfg = load_config(config)
+    backend = get_backend(cfg)
+    get_embedder(cfg.memory.embedder)
+    findings = preflight(cfg, backend)
+    get_run_logger().info("preflight:\n%s", format_findings(findings))
+    print(format_findings(findings))
+    model = backend.describe()
+    RunDir(run_dir).update_manifest(model=model, preflight=findings)
+    return model

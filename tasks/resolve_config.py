@@ -1,0 +1,19 @@
+"""Stage 1: validate the composed config and create (or find) the run directory."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from flows.environment import PROJECT_ROOT
+from steertown.config import load_config
+from steertown.sim.runner import prepare_run
+
+
+@task(name="resolve_config", cache_policy=NO_CACHE)
+def resolve_config(config: dict) -> dict:
+    """Validate against the typed schema, hash it, write the manifest; return the plan."""
+    cfg = load_config(config)
+    return dataclasses.asdict(prepare_run(cfg, PROJECT_ROOT))

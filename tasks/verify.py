@@ -1,0 +1,22 @@
+"""Stage 4: verify that steering was applied and changed behaviour."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from steertown.config import load_config
+from steertown.inference import get_backend
+from steertown.steering.verification import format_line, verify_run
+
+
+@task(name="verify_steering", cache_policy=NO_CACHE)
+def verify_steering(config: dict, run_dir: str) -> dict:
+    """Run every check on the run's files (and its model unless disabled); print them."""
+    cfg = load_config(config)
+    backend = get_backend(cfg) if cfg.verification.model_checks else None
+    report = verify_run(run_dir, cfg.verification.num_files, backend)
+    for c in report["checks"]:
+        print(format_line(c))
+    print(f"Steering verification: {report['verdict']}")
+    return report
