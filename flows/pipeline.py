@@ -17,13 +17,14 @@ from prefect.artifacts import (  # noqa: E402
     create_table_artifact,
     update_progress_artifact,
 )
-from steertown.tracking import RunTracker  # noqa: E402
 
+from steertown.analysis.summary import key_metrics  # noqa: E402
 from steertown.config import load_config  # noqa: E402
 from steertown.live import print_summary  # noqa: E402
 from steertown.sim.runner import finish_run, resolve_run_id  # noqa: E402
 from steertown.storage.lock import RunLock  # noqa: E402
 from steertown.storage.run_dir import RunDir  # noqa: E402
+from steertown.tracking import RunTracker  # noqa: E402
 from tasks.analyze import analyze  # noqa: E402
 from tasks.load_backend import load_backend  # noqa: E402
 from tasks.report import report  # noqa: E402
@@ -47,8 +48,10 @@ def run_flow(config: dict) -> dict:
             return {"run_id": plan["run_id"], "run_dir": plan["run_dir"], "skipped": True}
         if plan["start_tick"]:
             print(f"Resuming {plan['run_id']} from the checkpoint at tick {plan['start_tick']}")
-        with RunTracker(cfg, run.read_manifest(), PROJECT_ROOT) as tracker:
-            load_backend(config, plan["run_dir"])
+        tracker = RunTracker.from_config(config, PROJECT_ROOT) if cfg.tracking.enabled else None
+        with tracker or _NoTracking() as tracker:
+            model = load_backend(config, plan["run_dir"])
+            tracker.start(config, {**run.read_manifest(), "model": model})
             progress = create_progress_artifact(
                 100.0 * plan["start_tick"] / cfg.steps, key=_key(plan["run_id"], "progress"),
                 description=f"ticks done of {cfg.steps}")
@@ -64,19 +67,43 @@ def run_flow(config: dict) -> dict:
             verification = None
             if cfg.verification.enabled:
                 verification = verify_steering(config, plan["run_dir"])
-                tracker.log_verification(verification)
+                tracker.log_metrics(_verification_metrics(verification), prefix="verify")
                 create_markdown_artifact(
                     (run.path / "verification" / "report.md").read_text(),
                     key=_key(plan["run_id"], "verification"))
             summary = analyze(plan["run_dir"])
-            tracker.log_summary(summary)
+            tracker.log_metrics(key_metrics(summary), prefix="summary")
             html = report(plan["run_dir"], cfg.reports_dir)
-            tracker.log_outputs(run.path, Path(html).parent)
+            tracker.log_artifacts([run.manifest_path, run.path / "analysis",
+                                   run.path / "verification", Path(html).parent])
             create_table_artifact(_key_metrics(summary, verification),
                                   key=_key(plan["run_id"], "metrics"))
     print(f"Report: {html}")
     return {"run_id": plan["run_id"], "run_dir": plan["run_dir"], "report": html,
             "verdict": verification["verdict"] if verification else None}
+
+
+class _NoTracking:
+    """Stands in for RunTracker when `tracking.enabled: false`."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+
+def _verification_metrics(report: dict) -> dict:
+    out = {"pass": 1.0 if report["verdict"] == "PASS" else 0.0}
+    for c in report["checks"]:
+        if c["passed"] is not None:
+            out[c["name"]] = 1.0 if c["passed"] else 0.0
+        for k, v in (c.get("data") or {}).items():
+            out[f"{c['name']}.{k}"] = v
+    return out
 
 
 def _key(run_id: str, what: str) -> str:
@@ -85,7 +112,7 @@ def _key(run_id: str, what: str) -> str:
 
 
 def _key_metrics(summary: dict, verification: dict | None) -> list[dict]:
-    rows = [{"metric": k, "value": v} for k, v in summary.get("headline", {}).items()]
+    rows = [{"metric": k, "value": round(v, 4)} for k, v in key_metrics(summary).items()]
     if verification:
         rows.append({"metric": "verification", "value": verification["verdict"]})
     return rows

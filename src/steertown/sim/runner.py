@@ -116,10 +116,10 @@ def prepare_run(cfg: RunConfig, project_root: Path) -> RunPlan:
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "versions": _versions(), "git_sha": git_sha(project_root), "host": platform.node(),
     }
-    run.write_manifest(manifest)
     agents = sample_population(cfg)
     run.write_agents([{"run_id": run_id, "agent_id": a.agent_id, "name": a.name, "home": a.home,
                        "goal": a.goal, **{t: a.traits[t] for t in TRAITS}} for a in agents])
+    run.write_manifest(manifest)  # last: a manifest marks a run directory as complete to use
     return RunPlan(run_id, str(run.path), 0, cfg.steps, False,
                    chunk_bounds(0, cfg.steps, cfg.checkpoint_every))
 
