@@ -2,4 +2,88 @@
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
 
+from steertown.cli import command
+
+# --- analysis, reports, tracking, legacy import (steertown.analysis, .tracking, .legacy) ---
+# Heavy imports (duckdb, altair, mlflow) happen inside the commands so `--help` stays fast.
+
+
+def _analyze_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", type=Path, help="run directory (storage/dumps/<run_id>)")
+    p.add_argument("--reports-dir", type=Path, default=Path("reports"),
+                   help="where reports/<run_id>/index.html goes (default: reports)")
+
+
+@command("analyze", "re-run the analysis, charts and HTML report of a run", _analyze_args)
+def _analyze(args: argparse.Namespace) -> int:
+    from steertown.analysis.report import write_report
+    from steertown.analysis.summary import analyze_run
+
+    summary = analyze_run(args.run_dir)
+    page = write_report(args.run_dir, args.reports_dir, summary=summary)
+    print(f"summary: {args.run_dir / 'analysis' / 'summary.json'}")
+    print(f"report:  {page}")
+    return 0
+
+
+def _show_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", type=Path, help="run directory")
+    p.add_argument("--table", default="messages",
+                   help="agents | actions | messages | reflections | ticks (default: messages)")
+    p.add_argument("--tick", type=int, help="only this tick")
+    p.add_argument("--agent", help="only this agent_id")
+    p.add_argument("--sql", help="SQL over views named after the tables, e.g. "
+                                 "\"SELECT action_type, count(*) FROM actions GROUP BY 1\"")
+    p.add_argument("--limit", type=int, default=20, help="rows to print (0 = all; default 20)")
+
+
+@command("show", "print rows of a run's tables, or run SQL over them", _show_args)
+def _show(args: argparse.Namespace) -> int:
+    from steertown.analysis.show import show_table
+
+    print(show_table(args.run_dir, args.table, tick=args.tick, agent=args.agent, sql=args.sql,
+                     limit=args.limit))
+    return 0
+
+
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arms", nargs="+", help="only these arms (e.g. fast small)")
+    p.add_argument("--runs", nargs="+", help="only these run ids")
+    p.add_argument("--out", type=Path, default=Path("reports/compare"),
+                   help="output folder (default: reports/compare)")
+    p.add_argument("--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI or "
+                                          "sqlite:///mlflow.db in the current directory)")
+
+
+@command("compare", "compare tracked runs per arm (seeds as replicates) from MLflow",
+         _compare_args)
+def _compare(args: argparse.Namespace) -> int:
+    from steertown.analysis.compare import compare_runs
+    from steertown.tracking import tracking_uri
+
+    md = compare_runs(args.arms, args.runs, tracking_uri(args.tracking_uri, Path.cwd()), args.out)
+    print(md.read_text())
+    print(f"written: {md.parent}")
+    return 0
+
+
+def _import_legacy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dump_dir", type=Path, help="legacy dump (messages/, actions/, run_*_agents.parquet)")
+    p.add_argument("--run-id", help="run id of the new run directory (default: the dump's name)")
+    p.add_argument("--storage-dir", type=Path, default=Path("storage/dumps"),
+                   help="where the run directory goes (default: storage/dumps)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+
+
+@command("import-legacy", "convert a dump of the guide's system into a steertown run directory",
+         _import_legacy_args)
+def _import_legacy(args: argparse.Namespace) -> int:
+    from steertown.legacy import import_legacy
+
+    path = import_legacy(args.dump_dir, args.storage_dir, args.run_id, overwrite=args.overwrite)
+    print(f"imported: {path}")
+    print(f"next: steertown analyze {path}  |  steertown verify {path}")
+    return 0
