@@ -87,3 +87,63 @@ def _import_legacy(args: argparse.Namespace) -> int:
     print(f"imported: {path}")
     print(f"next: steertown analyze {path}  |  steertown verify {path}")
     return 0
+
+
+# --- verification and diagnostics (steertown.steering.verification, steertown.preflight) ---
+
+def _run_config(run_dir: Path):
+    """The validated config a run was made with (from its manifest)."""
+    from steertown.config import load_config
+    from steertown.storage.run_dir import RunDir
+
+    manifest = RunDir(run_dir).require().read_manifest()
+    return manifest, (load_config(manifest["config"]) if "config" in manifest else None)
+
+
+def _verify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", type=Path, help="run directory (storage/dumps/<run_id>)")
+    p.add_argument("--num-files", type=int, default=0,
+                   help="only the first N message files (default: all)")
+    p.add_argument("--no-model", action="store_true",
+                   help="logged checks only: do not load the run's model")
+
+
+@command("verify", "check that steering was applied and changed behaviour", _verify_args)
+def _verify(args: argparse.Namespace) -> int:
+    from steertown.steering.verification import format_line, verify_run
+
+    manifest, cfg = _run_config(args.run_dir)
+    backend = None
+    if cfg is not None and not args.no_model and manifest.get("source") != "legacy":
+        from steertown.inference import get_backend
+
+        backend = get_backend(cfg)
+    report = verify_run(args.run_dir, args.num_files, backend)
+    for c in report["checks"]:
+        print(format_line(c))
+    print(f"Steering verification: {report['verdict']}  "
+          f"({args.run_dir / 'verification' / 'report.md'})")
+    return 0 if report["verdict"] == "PASS" else 1
+
+
+def _doctor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", type=Path, nargs="?",
+                   help="check with this run's config (default: the built-in defaults)")
+    p.add_argument("--load", action="store_true",
+                   help="also load the model to check its device, dtype and vectors")
+
+
+@command("doctor", "preflight diagnostics (the guide's troubleshooting checklist)", _doctor_args)
+def _doctor(args: argparse.Namespace) -> int:
+    from steertown.config import RunConfig
+    from steertown.preflight import format_findings, preflight
+
+    cfg = _run_config(args.run_dir)[1] if args.run_dir else RunConfig()
+    backend = None
+    if args.load:
+        from steertown.inference import get_backend
+
+        backend = get_backend(cfg)
+    findings = preflight(cfg, backend)
+    print(format_findings(findings))
+    return 0
