@@ -23,6 +23,7 @@ later stages know model-based checks cannot run on it.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -31,9 +32,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from steertown.config import TRAITS, RunConfig
+from steertown.config import TRAITS, RunConfig, validate
+from steertown.storage import schema
 from steertown.storage.run_dir import RunDir, RunDirError
 
 MESSAGE_COLUMNS = ("tick", "from_agent", "room_id", "content", "tokens_in", "tokens_out",
@@ -151,6 +154,16 @@ def _convert_tick(run_id: str, tick: int, mfile: Path, afile: Path,
     return {"actions": actions, "messages": messages, "reflections": [], "ticks": ticks}
 
 
+def _write_tick(rd: RunDir, tick: int, rows: dict[str, list[dict]]) -> None:
+    # Like RunDir.write_tick without the per-file fsync: the whole tree lives in a temp
+    # directory that is flushed once and renamed into place, so atomicity holds anyway.
+    for table in ("actions", "messages", "reflections", "ticks"):
+        path = rd.tick_file(table, tick)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows[table], schema=schema.TABLES[table]), path,
+                       compression="zstd")
+
+
 def _legacy_agent_ids(dump: Path) -> list[str]:
     files = sorted(dump.glob("run_*_agents.parquet"))
     if not files:
@@ -173,9 +186,7 @@ def import_legacy(dump_dir: Path, storage_dir: Path, run_id: str | None = None,
     if not dump.is_dir():
         raise RunDirError(f"{dump_dir}: no such legacy dump directory")
     run_id = run_id or dump.name
-    cfg = RunConfig(run_id=run_id)  # validates the id
-    from steertown.config import validate
-    validate(cfg)
+    cfg = validate(RunConfig(run_id=run_id))  # ConfigError for an id that can't be a folder
     target = Path(storage_dir).resolve() / run_id
     if target == dump or dump in target.parents:
         raise RunDirError(f"{target}: would be written inside the legacy dump; choose another --storage-dir")
@@ -202,7 +213,7 @@ def import_legacy(dump_dir: Path, storage_dir: Path, run_id: str | None = None,
                     s[i] += m[f"alpha_{t}"]
                 s[-1] += 1
                 layers.update(m["layers"])
-            rd.write_tick(n, rows)
+            _write_tick(rd, n, rows)
         rd.write_agents([
             {"run_id": run_id, "agent_id": a, "name": a, "home": info.get("home"),
              "goal": info.get("goal"),
@@ -227,6 +238,7 @@ def import_legacy(dump_dir: Path, storage_dir: Path, run_id: str | None = None,
                        "files": {"messages": len(mfiles), "actions": len(afiles)},
                        "mapping": "see steertown.legacy module docstring"},
         })
+        os.sync()  # one flush for the whole tree instead of an fsync per file
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)

@@ -6,6 +6,7 @@ interactively.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import altair as alt
@@ -57,22 +58,48 @@ def _steering_heatmap(con) -> alt.Chart:
 
 
 def _activity_over_time(con) -> alt.Chart:
-    df = con.execute("""
+    # Two panels: what agents did per tick (stacked by type), then the row counts as lines
+    # with distinct dashes, since actions, messages and successes often coincide exactly.
+    # Long runs: bins of `width` ticks (at most ~60 bars); missing types count as 0.
+    n_ticks = con.execute("SELECT count(DISTINCT tick) FROM actions").fetchone()[0]
+    width = max(1, math.ceil(n_ticks / 60))
+    by_type = con.execute(f"""
+        WITH a AS (SELECT (tick - 1) // {width} * {width} + 1 AS tick, tick AS t, action_type
+                   FROM actions),
+        bins AS (SELECT tick, count(DISTINCT t) AS ticks FROM a GROUP BY tick),
+        grid AS (SELECT bins.tick, bins.ticks, k.action_type FROM bins CROSS JOIN
+                 (SELECT DISTINCT action_type FROM a) k)
+        SELECT grid.tick, grid.action_type, count(a.t) / any_value(grid.ticks) AS count
+        FROM grid LEFT JOIN a USING (tick, action_type)
+        GROUP BY grid.tick, grid.action_type ORDER BY grid.tick""").df()
+    totals = con.execute("""
         WITH t AS (SELECT tick FROM ticks UNION SELECT tick FROM actions
                    UNION SELECT tick FROM messages),
-        per AS (SELECT t.tick,
-                       (SELECT count(*) FROM actions a WHERE a.tick = t.tick) AS actions,
-                       (SELECT count(*) FROM messages m WHERE m.tick = t.tick) AS messages,
-                       (SELECT count(*) FROM actions a WHERE a.tick = t.tick AND a.success)
-                           AS successes
-                FROM t)
+        a AS (SELECT tick, count(*) AS actions, count(*) FILTER (WHERE success) AS successes
+              FROM actions GROUP BY tick),
+        m AS (SELECT tick, count(*) AS messages FROM messages GROUP BY tick),
+        per AS (SELECT t.tick, coalesce(a.actions, 0) AS actions,
+                       coalesce(m.messages, 0) AS messages, coalesce(a.successes, 0) AS successes
+                FROM t LEFT JOIN a USING (tick) LEFT JOIN m USING (tick))
         UNPIVOT per ON actions, messages, successes INTO NAME series VALUE count
         ORDER BY tick""").df()
-    return alt.Chart(df).mark_line(point=len(df) <= 150).encode(
-        x=alt.X("tick:Q", title="tick", axis=alt.Axis(tickMinStep=1, format="d")),
-        y=alt.Y("count:Q", title="rows per tick", axis=alt.Axis(tickMinStep=1)),
-        color=alt.Color("series:N", title=None), tooltip=["tick", "series", "count"],
-    ).properties(width=WIDTH + 200, height=260, title="Activity over time")
+    x = alt.X("tick:Q", title="tick", axis=alt.Axis(tickMinStep=1, format="d"))
+    title = "Actions per tick by type" + (f" (mean over {width}-tick bins)" if width > 1 else "")
+    area = alt.Chart(by_type).mark_bar().encode(
+        x=alt.X("tick:O", title="tick" if width == 1 else f"first tick of the {width}-tick bin",
+                axis=alt.Axis(labelAngle=0, labelOverlap="greedy")),
+        y=alt.Y("count:Q", stack="zero", title="actions per tick"),
+        color=alt.Color("action_type:N", title="action type"),
+        tooltip=["tick", "action_type", alt.Tooltip("count:Q", format=".2f")],
+    ).properties(width=WIDTH + 200, height=200, title=title)
+    lines = alt.Chart(totals).mark_line(strokeWidth=2).encode(
+        x=x, y=alt.Y("count:Q", title="rows per tick", axis=alt.Axis(tickMinStep=1)),
+        color=alt.Color("series:N", title="series"),
+        strokeDash=alt.StrokeDash("series:N", title="series"),
+        tooltip=["tick", "series", "count"],
+    ).properties(width=WIDTH + 200, height=180, title="Actions, messages and successes per tick")
+    return alt.vconcat(area, lines).resolve_scale(color="independent",
+                                                  strokeDash="independent")
 
 
 def _token_usage(con) -> alt.Chart:
@@ -132,14 +159,15 @@ def _success_by_action(con) -> alt.Chart:
 def _behaviour_pairs(con) -> list[tuple[str, str]]:
     present = {r[0] for r in con.execute("SELECT DISTINCT action_type FROM actions").fetchall()}
     pairs = [(a, t) for a, t in q.BEHAVIOUR_PAIRS if a in present]
-    if pairs:
-        return pairs
-    # Other action vocabularies (legacy dumps): each common action vs its strongest trait.
+    # Actions outside the hypotheses (e.g. a legacy dump's RESEARCH): each vs its strongest trait.
+    known = {a for a, _ in q.BEHAVIOUR_PAIRS}
     best: dict[str, tuple[float, str]] = {}
     for r in q.behaviour_correlations(con):
-        if r["spearman"] is not None and abs(r["spearman"]) > best.get(r["action_type"], (-1, ""))[0]:
-            best[r["action_type"]] = (abs(r["spearman"]), r["trait"])
-    return [(a, t) for a, (_, t) in sorted(best.items())][:5]
+        a, rho = r["action_type"], r["spearman"]
+        if a not in known and rho is not None and abs(rho) > best.get(a, (-1.0, ""))[0]:
+            best[a] = (abs(rho), r["trait"])
+    pairs += [(a, t) for a, (_, t) in sorted(best.items())]
+    return pairs[:6]
 
 
 def _behaviour_vs_trait(con) -> alt.Chart:

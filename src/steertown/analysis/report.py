@@ -38,7 +38,8 @@ th{background:#eaeef2}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .verdict.na{background:#6e7781;color:#fff}
 .chart{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:12px;margin:12px 0;
 overflow-x:auto}
-.grid2{display:grid;grid-template-columns:1fr 1fr;gap:16px}
+.grid2{display:grid;grid-template-columns:1fr 1fr;gap:16px}.grid2>div{min-width:0;overflow-x:auto}
+details{overflow-x:auto}
 details{margin:8px 0}summary{cursor:pointer;font-weight:600}
 """
 
@@ -114,8 +115,9 @@ def _verification(run_dir: Path) -> str:
     except (OSError, json.JSONDecodeError) as e:
         return f'<p class="fail">{_e(path)}: unreadable ({_e(e)})</p>'
     verdict = rep.get("verdict")
+    key = verdict.lower() if isinstance(verdict, str) else verdict
     cls = {"pass": "pass", "passed": "pass", True: "pass", "fail": "fail", "failed": "fail",
-           False: "fail"}.get(verdict, "na")
+           False: "fail"}.get(key, "na")
     checks = []
     for c in rep.get("checks", []):
         row = dict(c)
@@ -174,7 +176,7 @@ def render_html(run_dir: Path, summary: dict, charts: dict[str, Any]) -> str:
         f"arm {m.get('arm')}", f"status {m.get('status')}",
         f"ticks {m.get('ticks_done')}/{m.get('steps')}", f"model {model.get('name')}",
         f"source {m.get('source', 'steertown')}", f"config {m.get('config_hash')}",
-        f"git {m.get('git_sha')}", f"created {m.get('created')}"])
+        f"git {m.get('git_sha') or 'n/a'}", f"created {m.get('created')}"])
     beh = s_beh = summary["behaviour_vs_trait"]["hypotheses"]
     beh = [h for h in s_beh if h["present"]] or summary["behaviour_vs_trait"]["matrix"]
     sections = [
