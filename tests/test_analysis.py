@@ -151,3 +151,5 @@ def test_empty_run_analyses(tmp_path):
     (run / "manifest.json").write_text(json.dumps({"run_id": "empty", "status": "running"}))
     s = analyze_run(run)
     assert s["counts"]["actions"] == 0 and s["success"]["overall_rate"] is None
+    draw_charts(run, tmp_path / "charts")  # placeholders, not a vl-convert error
+    assert all((tmp_path / "charts" / f"{n}.png").stat().st_size > 500 for n in CHART_NAMES)

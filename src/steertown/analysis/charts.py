@@ -172,6 +172,8 @@ def _behaviour_pairs(con) -> list[tuple[str, str]]:
 
 def _behaviour_vs_trait(con) -> alt.Chart:
     pts = q.behaviour_points(con, _behaviour_pairs(con))
+    if not pts:
+        return _placeholder("behaviour vs trait", "no action/trait pair to show")
     rho = {(r["action_type"], r["trait"]): r["spearman"] for r in q.behaviour_correlations(con)}
     for p in pts:
         r = rho.get((p["action_type"], p["trait"]))
@@ -190,18 +192,34 @@ def _behaviour_vs_trait(con) -> alt.Chart:
     ).properties(title="Behaviour against traits (one point per agent)")
 
 
+def _placeholder(title: str, why: str) -> alt.Chart:
+    # vl-convert cannot render a chart without data ("SVG has an invalid size").
+    return alt.Chart(alt.Data(values=[{"msg": why}])).mark_text(size=14, color="#57606a").encode(
+        text="msg:N").properties(width=WIDTH, height=60, title=title)
+
+
+# chart -> (builder, table it needs rows in)
+_CHARTS = {
+    "action_distribution": (_action_distribution, "actions"),
+    "steering_heatmap": (_steering_heatmap, "agents"),
+    "activity_over_time": (_activity_over_time, "actions"),
+    "token_usage": (_token_usage, "messages"),
+    "success_by_action": (_success_by_action, "actions"),
+    "behaviour_vs_trait": (_behaviour_vs_trait, "actions"),
+}
+
+
 def build_charts(run_dir: Path) -> dict[str, alt.TopLevelMixin]:
-    """The run's charts (not saved), keyed by file stem."""
+    """The run's charts (not saved), keyed by file stem; placeholders where data is missing."""
     con = q.connect(RunDir(run_dir).require().path)
     try:
-        return {
-            "action_distribution": _action_distribution(con),
-            "steering_heatmap": _steering_heatmap(con),
-            "activity_over_time": _activity_over_time(con),
-            "token_usage": _token_usage(con),
-            "success_by_action": _success_by_action(con),
-            "behaviour_vs_trait": _behaviour_vs_trait(con),
-        }
+        out = {}
+        for name, (build, table) in _CHARTS.items():
+            if con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0:
+                out[name] = _placeholder(name.replace("_", " "), f"no {table} rows yet")
+            else:
+                out[name] = build(con)
+        return out
     finally:
         con.close()
 

@@ -57,6 +57,17 @@ def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
+def _short(v: Any) -> Any:
+    """Floats inside nested data cut to 4 significant digits, for display."""
+    if isinstance(v, float):
+        return float(f"{v:.4g}")
+    if isinstance(v, dict):
+        return {k: _short(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_short(x) for x in v]
+    return v
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return '<span class="na">n/a</span>'
@@ -65,7 +76,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return _e(f"{v:.4g}")
     if isinstance(v, list | dict):
-        return _e(json.dumps(v, default=str))
+        return _e(json.dumps(_short(v), default=str))
     return _e(v)
 
 
@@ -123,12 +134,13 @@ def _verification(run_dir: Path) -> str:
         row = dict(c)
         if "passed" in row:
             ok = row["passed"]
-            row["passed"] = ("PASS" if ok else "FAIL") if isinstance(ok, bool) else ok
+            row["passed"] = {True: "PASS", False: "FAIL", None: "SKIP"}.get(ok, ok)
         checks.append(row)
     preferred = ["name", "passed", "required", "figure", "detail"]
     cols = preferred + [k for k in dict.fromkeys(k for c in checks for k in c) if k not in preferred]
     table = _table(checks, cols).replace("<td>PASS</td>", '<td class="pass">PASS</td>').replace(
-        "<td>FAIL</td>", '<td class="fail">FAIL</td>')
+        "<td>FAIL</td>", '<td class="fail">FAIL</td>').replace(
+        "<td>SKIP</td>", '<td class="na">SKIP</td>')
     extra = {k: v for k, v in rep.items() if k not in ("checks", "verdict")}
     extra_html = (f"<details><summary>More</summary><pre>{_e(json.dumps(extra, indent=2, default=str))}"
                   f"</pre></details>" if extra else "")
