@@ -1,0 +1,125 @@
+"""Register the run as a Prefect deployment and serve it: runs triggered or scheduled from
+the Prefect UI.
+
+    export PREFECT_API_URL=http://127.0.0.1:4200/api     # printed by `make ui`
+    python flows/deploy.py                               # = make serve; Ctrl-C stops serving
+    python flows/deploy.py --cron "0 3 * * *" --arm small --seed 1 --override steps=50
+    python flows/deploy.py --interval 3600 --name hourly
+    python flows/deploy.py --register-only               # register; run it from a work pool
+
+The deployment's flow is `scheduled_run(arm, seed, overrides)`: it composes the config
+in a task, exactly as `python flows/run.py +arm=<arm> seed=<seed> <overrides>` would
+(same run_id: re-triggering a run resumes or skips it), and runs the run flow as a
+subflow, so the pipeline's stages and artifacts show in the UI. `prefect.yaml`
+describes the same deployment for a process work pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from flows.environment import configure  # noqa: E402
+
+configure()
+
+from prefect import flow, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from flows.compose import compose_run  # noqa: E402
+from steertown.config import ConfigError, load_config  # noqa: E402
+
+FLOW_NAME = "steertown-scheduled-run"
+NO_SERVER = ("PREFECT_API_URL is not set: a deployment needs a real Prefect server; start "
+             "one with `make ui` and export the PREFECT_API_URL it prints")
+
+
+@task(name="compose_config", cache_policy=NO_CACHE)
+def compose_config_task(arm: str, seed: int, overrides: list[str]) -> dict:
+    """Compose and validate the run's config as `flows/run.py +arm=<arm> seed=<seed> ...` does."""
+    from steertown.sim.runner import check_run
+
+    config = compose_run(arm, seed, overrides)
+    check_run(load_config(config))  # one-line errors (bad key, config differs from run_id...)
+    return config
+
+
+@flow(name=FLOW_NAME, log_prints=True)
+def scheduled_run(arm: str = "fast", seed: int = 0, overrides: list[str] | None = None) -> dict:
+    """One steertown run from the UI or a schedule: arm, seed and Hydra overrides
+    (e.g. ["steps=50", "model=mock"])."""
+    from flows.pipeline import run_flow
+
+    config = compose_config_task(arm, seed, list(overrides or []))
+    return run_flow(config)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="flows/deploy.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--name", default="steertown", help="deployment name (default: steertown)")
+    p.add_argument("--arm", default="fast", help="default arm parameter")
+    p.add_argument("--seed", type=int, default=0, help="default seed parameter")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="default Hydra override (repeatable)")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--cron", help='schedule, e.g. "0 3 * * *" (03:00 daily)')
+    when.add_argument("--interval", type=float, help="schedule every N seconds")
+    p.add_argument("--timezone", default="UTC", help="timezone of --cron (default UTC)")
+    p.add_argument("--paused", action="store_true", help="register the schedule paused")
+    p.add_argument("--limit", type=int, help="most runs executing at once (default: no limit)")
+    p.add_argument("--register-only", action="store_true",
+                   help="register the deployment and exit (no runner: use a work pool)")
+    return p.parse_args(argv)
+
+
+def schedules(args: argparse.Namespace) -> list:
+    """The deployment's schedule from --cron or --interval (one-line errors)."""
+    from prefect.schedules import Cron, Interval
+
+    if args.cron:
+        try:
+            return [Cron(args.cron, timezone=args.timezone)]
+        except Exception as e:  # noqa: BLE001 - croniter/pydantic raise various types
+            raise ConfigError(f"--cron: {args.cron!r} is not a cron expression "
+                              f"({str(e).splitlines()[0]})") from None
+    if args.interval is not None:
+        if args.interval <= 0:
+            raise ConfigError(f"--interval: {args.interval:g} must be > 0 seconds")
+        return [Interval(args.interval)]
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    from prefect.settings import get_current_settings
+
+    from steertown.cli import USER_ERRORS
+
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        load_config(compose_run(args.arm, args.seed, args.override))
+        sched = schedules(args)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not get_current_settings().api.url:
+        print(f"error: {NO_SERVER}", file=sys.stderr)
+        return 2
+    params = {"arm": args.arm, "seed": args.seed, "overrides": list(args.override)}
+    options = dict(name=args.name, schedules=sched, parameters=params, paused=args.paused or None,
+                   tags=["steertown"], description=scheduled_run.__doc__)
+    if args.register_only:
+        dep_id = scheduled_run.to_deployment(**options).apply()
+        print(f"Registered {FLOW_NAME}/{args.name} ({dep_id}); runs wait for a runner: "
+              "`python flows/deploy.py` or a work pool worker (see prefect.yaml)")
+        return 0
+    print(f"Serving {FLOW_NAME}/{args.name}: trigger it from the UI (Deployments -> Run); "
+          "Ctrl-C stops serving")
+    scheduled_run.serve(**options, limit=args.limit)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
