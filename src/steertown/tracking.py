@@ -71,6 +71,7 @@ def _number(v: Any) -> float | None:
 def _param_items(cfg: dict[str, Any]) -> dict[str, str]:
     """Flattened config as MLflow params; values over MLflow's limit split into key.0, key.1..."""
     out: dict[str, str] = {}
+    cfg = {k: v for k, v in cfg.items() if k != "hydra"}  # Hydra's own settings aren't ours
     for k, v in flatten(cfg).items():
         s = "null" if v is None else str(v)
         if len(s) <= MAX_PARAM_VAL_LENGTH:

@@ -38,7 +38,7 @@ th{background:#eaeef2}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .verdict.na{background:#6e7781;color:#fff}
 .chart{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:12px;margin:12px 0;
 overflow-x:auto}
-.grid2{display:grid;grid-template-columns:1fr 1fr;gap:16px}.grid2>div{min-width:0;overflow-x:auto}
+.grid2{display:grid;grid-template-columns:auto minmax(0,1fr);gap:24px}.grid2>div{min-width:0;overflow-x:auto}
 details{overflow-x:auto}
 details{margin:8px 0}summary{cursor:pointer;font-weight:600}
 """
@@ -74,13 +74,19 @@ def _fmt(v: Any) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
-        return _e(f"{v:.4g}")
+        return _e(f"{v + 0.0:.4g}")  # + 0.0 turns -0.0 into 0
     if isinstance(v, list | dict):
         return _e(json.dumps(_short(v), default=str))
     return _e(v)
 
 
-def _table(rows: list[dict], columns: list[str] | None = None, limit: int = 0) -> str:
+def _kv(d: dict) -> str:
+    """A two-column key/value table (left-aligned: the values mix numbers and text)."""
+    return _table([{"key": k, "value": v} for k, v in d.items()], align_numbers=False)
+
+
+def _table(rows: list[dict], columns: list[str] | None = None, limit: int = 0,
+           align_numbers: bool = True) -> str:
     """A generic HTML table of dict rows (columns: given order, else first-seen keys)."""
     if not rows:
         return '<p class="na">none</p>'
@@ -93,7 +99,8 @@ def _table(rows: list[dict], columns: list[str] | None = None, limit: int = 0) -
         cells = []
         for c in columns:
             v = r.get(c)
-            cls = ' class="num"' if isinstance(v, int | float) and not isinstance(v, bool) else ""
+            num = isinstance(v, int | float) and not isinstance(v, bool)
+            cls = ' class="num"' if num and align_numbers else ""
             cells.append(f"<td{cls}>{_fmt(v)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     more = (f'<p class="na">{len(rows) - len(shown)} more rows in summary.json</p>'
@@ -213,15 +220,13 @@ def render_html(run_dir: Path, summary: dict, charts: dict[str, Any]) -> str:
         + _table(summary["steering"]["profiles"]) + "</details>"
         + "<details><summary>Success by trait band</summary>"
         + _table(summary["success"]["by_trait_band"]) + "</details>",
-        "<h2>Timings</h2>" + _table([summary["timings"]]),
+        "<h2>Timings</h2>" + _kv(summary["timings"]),
         "<h2>Configuration</h2><details open><summary>Resolved config</summary>"
-        + _table([{"key": k, "value": v} for k, v in sorted(flatten(cfg).items())]) + "</details>"
+        + _kv(dict(sorted(flatten(cfg).items()))) + "</details>"
         + ("<details><summary>Preflight</summary>" + _table(m["preflight"]) + "</details>"
            if m.get("preflight") else "")
         + "<details><summary>Model and versions</summary>"
-        + _table([{"key": k, "value": v} for k, v in {**flatten(model, "model."),
-                                                     **flatten(m.get("versions") or {},
-                                                               "versions.")}.items()])
+        + _kv({**flatten(model, "model."), **flatten(m.get("versions") or {}, "versions.")})
         + "</details>",
         f"<p class='na'>Generated {_e(summary['generated'])} from {_e(rd.path)}. "
         "Full numbers: <a href='summary.json'>summary.json</a>.</p>",
