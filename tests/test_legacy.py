@@ -6,6 +6,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -92,7 +93,6 @@ def test_missing_column_and_bad_json(dump, tmp_path):
     with pytest.raises(RunDirError, match="messages_t00001.parquet.*steering_snapshot"):
         import_legacy(dump, tmp_path / "out")
     i = t.schema.get_field_index("steering_snapshot")
-    import pyarrow as pa
     bad = pa.array(["{not json"] * t.num_rows)
     pq.write_table(t.set_column(i, "steering_snapshot", bad), f)
     with pytest.raises(RunDirError, match="row 0: steering_snapshot is not JSON"):

@@ -133,3 +133,7 @@ def test_compare_two_arms(store, tmp_path):
                  "--out", str(tmp_path / "one")]) == 0
     with pytest.raises(ConfigError, match="no tracked runs"):
         compare_runs(["nope"], None, uri, tmp_path / "none")
+    missing = tmp_path / "missing.db"
+    with pytest.raises(FileNotFoundError, match="no MLflow database"):
+        compare_runs(None, None, f"sqlite:///{missing}", tmp_path / "none")
+    assert not missing.exists()

@@ -7,7 +7,8 @@ Messages carry their steering as a JSON string `steering_snapshot` (trait -> alp
 the layers as a JSON list string `layers_used`.
 
 Mapping (documented in the manifest's "legacy" section too):
-- tick = legacy tick + 1 (steertown counts ticks from 1).
+- tick = the file number NNNNN (= legacy tick + 1 in the dumps seen; steertown counts
+  ticks from 1, and the file number is what marks a tick as written).
 - A message and an action belong to the same event when they share tick and agent; the
   k-th message of an agent in a tick pairs with its k-th action. event_id = the action's
   row number within its tick; messages without an action get kind 'message'.

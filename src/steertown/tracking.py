@@ -227,6 +227,10 @@ def search_runs(uri: str, arms: list[str] | None = None,
     Returns dicts: mlflow_run_id, run_id, arm, seed, status, experiment, metrics
     (latest values), params, tags. Newest MLflow run per run_id only.
     """
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        # Opening a missing sqlite store would create an empty one as a side effect.
+        raise FileNotFoundError(f"{uri[len('sqlite:///'):]}: no MLflow database here "
+                                "(track a run first, or pass --tracking-uri)")
     client = MlflowClient(tracking_uri=uri)
     exps = {e.experiment_id: e.name for e in client.search_experiments()}
     out: dict[str, dict[str, Any]] = {}
