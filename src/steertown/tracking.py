@@ -116,7 +116,7 @@ class RunTracker:
         name = self.experiment or (cfg_dict.get("tracking") or {}).get("experiment") or "steertown"
         exp_id = self._experiment_id(name)
         run_id = str(manifest.get("run_id") or cfg_dict.get("run_id"))
-        model = manifest.get("model")
+        model = manifest.get("model") or (cfg_dict.get("model") or {}).get("name")
         all_tags = {
             "run_id": run_id, "arm": str(manifest.get("arm") or cfg_dict.get("arm")),
             "config_hash": str(manifest.get("config_hash")), "git_sha": str(manifest.get("git_sha")),

@@ -69,7 +69,7 @@ def _activity_over_time(con) -> alt.Chart:
         bins AS (SELECT tick, count(DISTINCT t) AS ticks FROM a GROUP BY tick),
         grid AS (SELECT bins.tick, bins.ticks, k.action_type FROM bins CROSS JOIN
                  (SELECT DISTINCT action_type FROM a) k)
-        SELECT grid.tick, grid.action_type, count(a.t) / any_value(grid.ticks) AS count
+        SELECT grid.tick, grid.action_type, count(a.t) / any_value(grid.ticks) AS n
         FROM grid LEFT JOIN a USING (tick, action_type)
         GROUP BY grid.tick, grid.action_type ORDER BY grid.tick""").df()
     totals = con.execute("""
@@ -88,9 +88,9 @@ def _activity_over_time(con) -> alt.Chart:
     area = alt.Chart(by_type).mark_bar().encode(
         x=alt.X("tick:O", title="tick" if width == 1 else f"first tick of the {width}-tick bin",
                 axis=alt.Axis(labelAngle=0, labelOverlap="greedy")),
-        y=alt.Y("count:Q", stack="zero", title="actions per tick"),
+        y=alt.Y("n:Q", stack="zero", title="actions per tick"),
         color=alt.Color("action_type:N", title="action type"),
-        tooltip=["tick", "action_type", alt.Tooltip("count:Q", format=".2f")],
+        tooltip=["tick", "action_type", alt.Tooltip("n:Q", format=".2f")],
     ).properties(width=WIDTH + 200, height=200, title=title)
     lines = alt.Chart(totals).mark_line(strokeWidth=2).encode(
         x=x, y=alt.Y("count:Q", title="rows per tick", axis=alt.Axis(tickMinStep=1)),

@@ -174,7 +174,7 @@ def _highlights(s: dict) -> str:
              ("actions", c["actions"], ","), ("messages", c["messages"], ","),
              ("success rate", km.get("success_rate"), "%"),
              ("tokens in / out", f"{km.get('tokens_in', 0):,.0f} / {km.get('tokens_out', 0):,.0f}", ""),
-             ("mean tick seconds", tim.get("mean_tick_seconds"), ".2f"),
+             ("mean tick seconds", tim.get("mean_tick_seconds"), ".3g"),
              ("model share of tick time", tim.get("model_seconds_share"), "%"),
              ("messages with non-zero steering", km.get("nonzero_steering_share"), "%"),
              ("agents steered", s["steering"]["presence"].get("agents_steered"), "")]
@@ -190,7 +190,8 @@ def render_html(run_dir: Path, summary: dict, charts: dict[str, Any]) -> str:
     m = rd.read_manifest()
     cfg = m.get("config") or {}
     divs, calls = _chart_divs(charts)
-    model = m.get("model") or {}
+    # The flow adds the backend's description; runs made without it still name the model.
+    model = m.get("model") or {"name": (cfg.get("model") or {}).get("name")}
     meta = " · ".join(_e(x) for x in [
         f"arm {m.get('arm')}", f"status {m.get('status')}",
         f"ticks {m.get('ticks_done')}/{m.get('steps')}", f"model {model.get('name')}",

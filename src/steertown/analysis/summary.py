@@ -87,7 +87,8 @@ def analyze_run(run_dir: Path) -> dict[str, Any]:
             "arm": manifest.get("arm"),
             "source": manifest.get("source", "steertown"),
             "status": manifest.get("status"),
-            "model": manifest.get("model", {}),
+            "model": manifest.get("model")
+                     or {"name": ((manifest.get("config") or {}).get("model") or {}).get("name")},
             "generated": datetime.now(UTC).isoformat(timespec="seconds"),
             "counts": counts,
             "action_distribution": q.action_distribution(con),
