@@ -73,7 +73,7 @@ def run_flow(config: dict) -> dict:
                     key=_key(plan["run_id"], "verification"))
             summary = analyze(plan["run_dir"])
             tracker.log_metrics(key_metrics(summary), prefix="summary")
-            html = report(plan["run_dir"], cfg.reports_dir)
+            html = report(plan["run_dir"], cfg.reports_dir, summary)
             tracker.log_artifacts([run.manifest_path, run.path / "analysis",
                                    run.path / "verification", Path(html).parent])
             create_table_artifact(_key_metrics(summary, verification),

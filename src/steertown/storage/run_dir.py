@@ -19,6 +19,10 @@ import pyarrow.parquet as pq
 from steertown.storage import schema
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class RunDirError(ValueError):
     """A run directory that is missing, not a run, or holds files of another schema."""
 
@@ -28,6 +32,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are meant to be shared
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
