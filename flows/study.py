@@ -56,6 +56,23 @@ def compose_grid(arms: list[str], seeds: list[int], overrides: list[str]) -> lis
     return [compose_config(job) for job in sweep(arms, seeds, overrides)]
 
 
+@task(name="prepare_tracking", cache_policy=NO_CACHE)
+def prepare_tracking(configs: list[dict]) -> list[str]:
+    """Create the MLflow store and experiments once, before parallel runs race to do it
+    (concurrent first use of one sqlite store fails); return the store URIs."""
+    from steertown.tracking import RunTracker
+
+    uris = []
+    for c in configs:
+        if not load_config(c).tracking.enabled:
+            continue
+        tracker = RunTracker.from_config(c, PROJECT_ROOT)
+        if (tracker.uri, tracker.experiment) not in uris:
+            tracker._experiment_id(tracker.experiment)
+            uris.append((tracker.uri, tracker.experiment))
+    return [u for u, _ in uris]
+
+
 @task(name="child_run", cache_policy=NO_CACHE, task_run_name="run-{config[arm]}-s{config[seed]}")
 def child_run(config: dict) -> dict:
     """One run of the study, on a Dask worker: the run flow as a subflow."""
@@ -81,6 +98,7 @@ def study_flow(arms: list[str], seeds: list[int], overrides: list[str] | None = 
     configs = compose_grid(arms, seeds, list(overrides or []))
     run_ids = [resolve_run_id(load_config(c)) for c in configs]
     print(f"Study {name or study_name(run_ids)}: {len(configs)} runs: {', '.join(run_ids)}")
+    prepare_tracking(configs)
     futures = [child_run.submit(c) for c in configs]
     results = [f.result(raise_on_failure=False) for f in futures]
     failed = [rid for rid, r in zip(run_ids, results, strict=True) if isinstance(r, BaseException)]

@@ -236,3 +236,16 @@ def test_deployment_served_and_triggered(prefect_api, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         log.close()
+
+
+@pytest.mark.slow
+def test_gpu_cluster_pins_one_gpu_per_worker():
+    """`--gpus N`: each Dask worker process sees only its own GPU (no GPU needed to check)."""
+    from distributed import Client
+
+    from flows.study import gpu_cluster
+
+    with gpu_cluster(2) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2, timeout=60)
+        seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+    assert sorted(seen.values()) == ["0", "1"]
