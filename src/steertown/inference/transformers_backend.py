@@ -1,0 +1,296 @@
+"""The real backend: a causal LM with per-row activation steering and a custom decode loop.
+
+Why a custom loop instead of `generate()`: every row needs its own sampling generator
+(seeded from `request.seed`, so a row's tokens do not depend on its batch neighbours),
+its own repetition-penalty history (HF's processor would also penalise the left-pad
+tokens, which differ between batch and single runs), its own token limit and its own
+early stop. Finished rows leave the batch (KV cache rows and steering rows are dropped
+together), so short answers stop costing compute.
+
+Exactness: in float32 (the CPU default) a row's logits are bit-identical whatever its
+batch neighbours and padding, so batched greedy and seeded sampled outputs equal the
+single-row outputs exactly. bfloat16 keeps this only for rows of equal prompt length.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from steertown.config import TRAITS, RunConfig
+from steertown.inference.backend import GenerationRequest, GenerationResult
+from steertown.inference.model_loading import load_model
+from steertown.steering.contrast_data import load_contrast_data
+from steertown.steering.hooks import SteeringHooks, decoder_layers
+from steertown.steering.vectors import TraitVectors, load_or_compute
+
+LOAD_COUNT = 0  # models loaded in this process (preflight: "model loaded once")
+
+
+TOPK_FAST = 64  # nucleus is searched in the top 64 first; full sort only if their mass < top_p
+
+
+def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """HF-style penalty, elementwise (so row-independent): seen ids get l/p if l > 0 else l*p.
+
+    `logits` [B, V]; `seen` [B, V] bool mask of each row's own prompt + generated ids.
+    """
+    if penalty == 1.0:
+        return logits
+    return torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
+
+
+def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> int:
+    """Inverse-CDF draw from unnormalised probs with the row's own generator."""
+    cdf = torch.cumsum(probs, dim=-1)
+    u = torch.rand(1, generator=generator, dtype=cdf.dtype) * cdf[-1]
+    return min(int(torch.searchsorted(cdf, u, right=True)), probs.numel() - 1)
+
+
+def choose_tokens(logits: torch.Tensor, temperature: float, top_p: float,
+                  generators: Sequence[torch.Generator | None]) -> list[int]:
+    """Next token per row: greedy when temperature == 0, else seeded nucleus sampling.
+
+    Only row-wise operations are used, so a row's choice never depends on other rows.
+    """
+    if temperature <= 0:
+        return torch.argmax(logits, dim=-1).tolist()
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p >= 1.0:
+        return [_draw(probs[b], g) for b, g in enumerate(generators)]
+    k = min(TOPK_FAST, probs.shape[-1])
+    top_p_vals, top_idx = torch.topk(probs, k, dim=-1)
+    out = []
+    for b, g in enumerate(generators):
+        vals, idx = top_p_vals[b], top_idx[b]
+        if float(vals.sum()) < top_p:  # rare: flat distribution, nucleus beyond the top k
+            vals, idx = torch.sort(probs[b], descending=True)
+        # Drop tokens once the mass before them already reaches top_p (keeps >= 1 token).
+        vals = vals.masked_fill((torch.cumsum(vals, dim=-1) - vals) >= top_p, 0.0)
+        out.append(int(idx[_draw(vals, g)]))
+    return out
+
+
+class TransformersBackend:
+    """Backend protocol on a HF causal LM; loads model, vectors and hooks once."""
+
+    name = "transformers"
+
+    def __init__(self, cfg: RunConfig, vectors: TraitVectors | None = None) -> None:
+        global LOAD_COUNT
+        self.cfg = cfg
+        self.loaded = load_model(cfg)
+        LOAD_COUNT += 1
+        self.model = self.loaded.model
+        self.tokenizer = self.loaded.tokenizer
+        self.layers: list[int] = list(cfg.layers)
+        self.traits: list[str] = list(TRAITS)
+        self.device = next(self.model.parameters()).device
+        n_blocks = len(decoder_layers(self.model))
+        if max(self.layers) > n_blocks:
+            raise ValueError(f"layers {self.layers}: the model has only {n_blocks} decoder layers")
+        t0 = time.perf_counter()
+        self.vectors = vectors or load_or_compute(
+            self.model, self.tokenizer, self.layers, load_contrast_data(),
+            cfg.steering.vectors_dir, self.loaded.model_id, self.loaded.dtype)
+        self.vectors_seconds = round(time.perf_counter() - t0, 2)
+        self.hooks = SteeringHooks(
+            self.model, self.layers,
+            {layer: self.vectors.steering_matrix(layer) for layer in self.layers},
+            self.vectors.traits)
+        self.traits = list(self.vectors.traits)
+        tok = self.tokenizer
+        self._stop_ids = {i for i in (tok.eos_token_id, tok.convert_tokens_to_ids("<|endoftext|>"))
+                          if isinstance(i, int) and i >= 0}
+        self._pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        self._newline: dict[int, bool] = {}
+        self._prompt_cache: OrderedDict[tuple[str, str], list[int]] = OrderedDict()
+
+    # ----- prompts -----
+    def prompt_ids(self, system: str, user: str) -> list[int]:
+        """Chat-template token ids (system + user + assistant header), LRU-cached."""
+        key = (system, user)
+        ids = self._prompt_cache.get(key)
+        if ids is None:
+            msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+            out = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+            ids = list(out["input_ids"] if not isinstance(out, list) else out)
+            self._prompt_cache[key] = ids
+            if len(self._prompt_cache) > 4096:
+                self._prompt_cache.popitem(last=False)
+        return ids
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        return len(self.prompt_ids(request.system, request.user))
+
+    def alphas_for(self, steerings: Sequence[dict[str, float]]) -> torch.Tensor:
+        """[B, T] alphas from per-row trait dicts (missing traits = 0)."""
+        return torch.tensor([[float(s.get(t, 0.0)) for t in self.traits] for s in steerings],
+                            dtype=torch.float32)
+
+    # ----- steering access for verification -----
+    @contextmanager
+    def steered(self, alphas: torch.Tensor | Sequence[dict[str, float]] | None) -> Iterator[None]:
+        """Forward passes inside use per-row `alphas` ([B, T] tensor or list of dicts)."""
+        if alphas is not None and not isinstance(alphas, torch.Tensor):
+            alphas = self.alphas_for(alphas)
+        with self.hooks.steered(alphas):
+            yield
+
+    def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        ids = torch.tensor([[self._pad_id] * (width - len(s)) + s for s in seqs], device=self.device)
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.device)
+        return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+    @torch.no_grad()
+    def hidden_at(self, layer: int, seqs: list[list[int]],
+                  alphas: torch.Tensor | Sequence[dict[str, float]] | None = None) -> list[torch.Tensor]:
+        """Output of decoder layer `layer` (after steering) per row, unpadded: [n_i, H] float32."""
+        captured: dict[str, torch.Tensor] = {}
+        block = decoder_layers(self.model)[layer - 1]
+
+        def grab(_m, _a, out):  # registered after the steering hook, so it sees the sum
+            captured["h"] = (out[0] if isinstance(out, tuple) else out).float().cpu()
+
+        handle = block.register_forward_hook(grab)
+        try:
+            ids, mask, pos = self._left_pad(seqs)
+            with self.steered(alphas):
+                self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+        finally:
+            handle.remove()
+        width = ids.shape[1]
+        return [captured["h"][r, width - len(s):] for r, s in enumerate(seqs)]
+
+    @torch.no_grad()
+    def reply_logprobs(self, system: str, user: str, replies: list[str],
+                       alphas: torch.Tensor | Sequence[dict[str, float]] | None = None) -> list[float]:
+        """Sum log-prob of each reply after the chat prompt (per-row alphas optional)."""
+        prompt = self.prompt_ids(system, user)
+        tails = [self.tokenizer(r, add_special_tokens=False)["input_ids"] for r in replies]
+        ids, mask, pos = self._left_pad([prompt + t for t in tails])
+        with self.steered(alphas):
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                use_cache=False).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        out = []
+        for r, t in enumerate(tails):
+            n = len(t)
+            tgt = ids[r, -n:]
+            out.append(float(logp[r, -n:].gather(-1, tgt[:, None]).sum()))
+        return out
+
+    # ----- generation -----
+    def _has_newline(self, tok_id: int) -> bool:
+        v = self._newline.get(tok_id)
+        if v is None:
+            v = self._newline[tok_id] = "\n" in self.tokenizer.decode([tok_id])
+        return v
+
+    @torch.no_grad()
+    def generate_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        """Generate all rows together; each row's tokens equal its single-row output."""
+        if not requests:
+            return []
+        inf = self.cfg.inference
+        prompts = [self.prompt_ids(r.system, r.user) for r in requests]
+        steer = [r.steering if self.cfg.steering.enabled else {} for r in requests]
+        alphas = self.alphas_for(steer)
+        gens = []
+        for r in requests:
+            g = torch.Generator(device="cpu")
+            g.manual_seed(int(r.seed) & 0xFFFF_FFFF_FFFF_FFFF)
+            gens.append(g)
+        limits = [max(1, int(r.max_new_tokens)) for r in requests]
+        # Stop at the end of the action line (first newline after some content).
+        line_stop = [inf.adaptive_tokens and r.kind == "action" for r in requests]
+        out_ids: list[list[int]] = [[] for _ in requests]
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        seen = torch.zeros(len(requests), vocab, dtype=torch.bool)
+        for i, p in enumerate(prompts):
+            seen[i, p] = True
+        stop_reason = ["length"] * len(requests)
+        active = list(range(len(requests)))  # batch position -> request index
+        ids, mask, pos = self._left_pad(prompts)
+        t0 = time.perf_counter()
+        self.hooks.set_alphas(alphas)
+        try:
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+            cache = out.cache
+            next_pos = pos[:, -1:] + 1
+            while True:
+                last = out.logits[:, -1, :].float().cpu()
+                rows = torch.tensor(active)
+                last = apply_repetition_penalty(last, seen[rows], inf.repetition_penalty)
+                chosen = choose_tokens(last, inf.temperature, inf.top_p, [gens[i] for i in active])
+                new_tokens, keep = [], []
+                for b, (i, tok) in enumerate(zip(active, chosen, strict=True)):
+                    out_ids[i].append(tok)
+                    seen[i, tok] = True
+                    if tok in self._stop_ids:
+                        stop_reason[i] = "eos"
+                    elif line_stop[i] and self._has_newline(tok) and self._text(out_ids[i]).strip():
+                        stop_reason[i] = "newline"
+                    elif len(out_ids[i]) >= limits[i]:
+                        stop_reason[i] = "length"
+                    else:
+                        keep.append(b)
+                        new_tokens.append(tok)
+                if not keep:
+                    break
+                if len(keep) < len(active):
+                    idx = torch.tensor(keep, device=self.device)
+                    cache.batch_select_indices(idx)
+                    self.hooks.select_rows(idx)
+                    mask, next_pos = mask[idx], next_pos[idx]
+                    active = [active[b] for b in keep]
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                step_ids = torch.tensor(new_tokens, device=self.device)[:, None]
+                out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=next_pos,
+                                 cache=cache, use_cache=True)
+                next_pos = next_pos + 1
+        finally:
+            self.hooks.set_alphas(None)
+        elapsed = time.perf_counter() - t0
+        results = []
+        for i, r in enumerate(requests):
+            text = self._text(out_ids[i])
+            if line_stop[i]:
+                text = text.strip().split("\n", 1)[0]
+            results.append(GenerationResult(
+                request_id=r.request_id, text=text.strip(), tokens_in=len(prompts[i]),
+                tokens_out=len(out_ids[i]),
+                extra={"stop": stop_reason[i], "batch_size": len(requests),
+                       "batch_seconds": round(elapsed, 4),
+                       "alphas": dict(zip(self.traits, alphas[i].tolist(), strict=True))}))
+        return results
+
+    def _text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def describe(self) -> dict[str, Any]:
+        """What the run manifest records about the model and the steering."""
+        lm, vec = self.loaded, self.vectors
+        return {
+            "backend": self.name, "model_id": lm.model_id, "source": lm.source,
+            "device": lm.device, "dtype": lm.dtype, "quantization": lm.quantization,
+            "load_seconds": lm.load_seconds, "from_cache": lm.from_cache, "notes": lm.notes,
+            "layers": self.layers, "traits": self.traits, "vector_id": vec.vector_id(),
+            "vector_file": vec.meta.get("file"), "vectors_seconds": self.vectors_seconds,
+            "data_hash": vec.meta.get("data_hash"),
+            "unit": {str(k): round(v, 4) for k, v in vec.unit.items()},
+            "calibration": vec.meta.get("calibration"),
+            "steered_positions": "all (prompt and generated)",
+            "batch_exactness": ("exact (float32)" if lm.dtype == "float32"
+                                else "exact only for equal-length prompts"),
+            "sampling": {"temperature": self.cfg.inference.temperature,
+                         "top_p": self.cfg.inference.top_p,
+                         "repetition_penalty": self.cfg.inference.repetition_penalty,
+                         "seeded": "per row (request.seed)"},
+        }
