@@ -1,0 +1,133 @@
+"""Preflight diagnostics: the guide's slowdown checklist, run automatically at load time.
+
+The guide's "Troubleshooting 70-hour slowdown" asks a user to check by hand whether the
+model silently sits on the CPU, whether the machine swaps, whether the model loads
+once, and whether agents reflect every tick. `preflight(cfg, backend)` answers each
+question from the live process and returns findings with a status (`ok` | `warn`), a
+detail and, for warnings, the fix. Pure library: no orchestration imports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from steertown.config import RunConfig
+
+GIB = 1024 ** 3
+
+
+def _finding(check: str, status: str, detail: str, fix: str = "") -> dict[str, str]:
+    return {"check": check, "status": status, "detail": detail, "fix": fix}
+
+
+def read_meminfo(path: str = "/proc/meminfo") -> dict[str, int]:
+    """Host memory counters in bytes ({} where /proc is unavailable)."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path(path).read_text().splitlines():
+            key, _, rest = line.partition(":")
+            parts = rest.split()
+            if parts and parts[0].isdigit():
+                out[key] = int(parts[0]) * (1024 if parts[1:2] == ["kB"] else 1)
+    except OSError:
+        pass
+    return out
+
+
+def _device_checks(cfg: RunConfig, backend: Any) -> list[dict[str, str]]:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    loaded = getattr(backend, "loaded", None)
+    if loaded is None:  # mock backend or no backend yet: report the configuration only
+        return [_finding("device", "ok", f"no model loaded ({getattr(backend, 'name', 'none')}); "
+                         f"model.device={cfg.model.device}, CUDA GPU {'present' if cuda else 'absent'}")]
+    detail = f"model on {loaded.device}, dtype {loaded.dtype}"
+    if cuda and not loaded.device.startswith("cuda"):
+        return [_finding("device", "warn", detail + "; a CUDA GPU is present but unused",
+                         "set model.device=auto (or cuda)")]
+    if not cuda:
+        detail += "; no CUDA GPU visible (CPU inference: batching is the main speed lever)"
+    return [_finding("device", "ok", detail)]
+
+
+def _memory_checks() -> list[dict[str, str]]:
+    import torch
+
+    found = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(i)
+            status = "warn" if free < 0.1 * total or free < GIB else "ok"
+            found.append(_finding(
+                f"gpu{i}_memory", status, f"{free / GIB:.1f} of {total / GIB:.1f} GiB free",
+                "" if status == "ok" else
+                "set optimization.max_gpu_memory_gb / offload_folder or use_quantization=true"))
+    mem = read_meminfo()
+    if "MemTotal" in mem and "MemAvailable" in mem:
+        avail, total = mem["MemAvailable"], mem["MemTotal"]
+        swap_used = mem.get("SwapTotal", 0) - mem.get("SwapFree", 0)
+        low = avail < 0.1 * total or avail < 2 * GIB
+        swapping = swap_used > 0.25 * max(mem.get("SwapTotal", 0), 1) and swap_used > GIB
+        detail = (f"{avail / GIB:.1f} of {total / GIB:.1f} GiB available, "
+                  f"swap used {swap_used / GIB:.1f} GiB")
+        found.append(_finding("host_memory", "warn" if low or swapping else "ok", detail,
+                              "lower optimization.batch_size or population; stop other jobs"
+                              if low or swapping else ""))
+    else:
+        found.append(_finding("host_memory", "ok", "/proc/meminfo unavailable; not checked"))
+    return found
+
+
+def _quantization_check(cfg: RunConfig, backend: Any) -> dict[str, str]:
+    loaded = getattr(backend, "loaded", None)
+    if loaded is None:
+        return _finding("quantization", "ok",
+                        f"use_quantization={cfg.optimization.use_quantization} (no model loaded)")
+    if loaded.quantization != "none":
+        return _finding("quantization", "ok", f"{loaded.quantization} in effect")
+    why = "; ".join(n for n in loaded.notes if "quantization" in n) or \
+        "optimization.use_quantization=false"
+    return _finding("quantization", "ok", f"full precision ({why})")
+
+
+def preflight(cfg: RunConfig, backend: Any | None = None) -> list[dict[str, str]]:
+    """Run every check; each finding is {check, status: ok|warn, detail, fix}."""
+    found = _device_checks(cfg, backend)
+    found += _memory_checks()
+    found.append(_quantization_check(cfg, backend))
+    n = cfg.optimization.reflect_every_n_ticks
+    found.append(_finding("reflection", "warn" if n == 1 else "ok",
+                          f"agents reflect every {n} tick(s)" +
+                          ("; reflection every tick was the guide's main slowdown" if n == 1 else ""),
+                          "set optimization.reflect_every_n_ticks=5" if n == 1 else ""))
+    vectors = getattr(backend, "vectors", None)
+    vec_id = vectors.vector_id() if vectors is not None else "none (mock or not loaded)"
+    steer = "enabled" if cfg.steering.enabled else "DISABLED (control run: all alphas 0)"
+    found.append(_finding("steering", "ok",
+                          f"layers {cfg.layers}, strength {cfg.steering.strength}, {steer}, "
+                          f"vectors {vec_id}"))
+    mnt = cfg.inference.max_new_tokens
+    found.append(_finding("max_new_tokens", "warn" if mnt > 48 else "ok",
+                          f"inference.max_new_tokens={mnt}, adaptive={cfg.inference.adaptive_tokens}",
+                          "set inference.max_new_tokens=48" if mnt > 48 else ""))
+    if backend is not None and getattr(backend, "loaded", None) is not None:
+        from steertown.inference import transformers_backend
+
+        loads = transformers_backend.LOAD_COUNT
+        found.append(_finding("model_loads", "warn" if loads > 1 else "ok",
+                              f"model loaded {loads} time(s) in this process",
+                              "reuse one backend (steertown.inference.get_backend)" if loads > 1 else ""))
+    return found
+
+
+def format_findings(findings: list[dict[str, str]]) -> str:
+    """One line per check (`[ok]`/`[WARN]`), plus an indented fix line for warnings."""
+    lines = []
+    for f in findings:
+        tag = "[ok]  " if f["status"] == "ok" else "[WARN]"
+        lines.append(f"{tag} {f['check']}: {f['detail']}")
+        if f["fix"]:
+            lines.append(f"       fix: {f['fix']}")
+    return "\n".join(lines)
