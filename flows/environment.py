@@ -33,3 +33,14 @@ def configure() -> Path:
         if str(p) not in sys.path:
             sys.path.insert(0, str(p))
     return PROJECT_ROOT
+
+
+def say(message: str) -> None:
+    """Print to the console and log to the Prefect run (visible in the UI)."""
+    print(message, flush=True)
+    try:
+        from prefect import get_run_logger
+
+        get_run_logger().info(message)
+    except Exception:  # outside a flow or task run: the console is enough
+        pass

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from flows.environment import PROJECT_ROOT, configure
+from flows.environment import PROJECT_ROOT, configure, say
 
 configure()
 
@@ -33,7 +33,7 @@ from tasks.simulate import simulate_chunk  # noqa: E402
 from tasks.verify import verify_steering  # noqa: E402
 
 
-@flow(name="steertown-run", log_prints=True)
+@flow(name="steertown-run")
 def run_flow(config: dict) -> dict:
     """One experiment run from a composed config dict; returns where its outputs are."""
     wall = time.perf_counter()
@@ -43,11 +43,11 @@ def run_flow(config: dict) -> dict:
         plan = resolve_config(config)
         run = RunDir(plan["run_dir"])
         if plan["complete"]:
-            print(f"Run {plan['run_id']} is complete ({plan['steps']} ticks); nothing to do. "
+            say(f"Run {plan['run_id']} is complete ({plan['steps']} ticks); nothing to do. "
                   "Use overwrite=true or another run_id to run it again.")
             return {"run_id": plan["run_id"], "run_dir": plan["run_dir"], "skipped": True}
         if plan["start_tick"]:
-            print(f"Resuming {plan['run_id']} from the checkpoint at tick {plan['start_tick']}")
+            say(f"Resuming {plan['run_id']} from the checkpoint at tick {plan['start_tick']}")
         tracker = RunTracker.from_config(config, PROJECT_ROOT) if cfg.tracking.enabled else None
         with tracker or _NoTracking() as tracker:
             model = load_backend(config, plan["run_dir"])
@@ -78,7 +78,7 @@ def run_flow(config: dict) -> dict:
                                    run.path / "verification", Path(html).parent])
             create_table_artifact(_key_metrics(summary, verification),
                                   key=_key(plan["run_id"], "metrics"))
-    print(f"Report: {html}")
+    say(f"Report: {html}")
     return {"run_id": plan["run_id"], "run_dir": plan["run_dir"], "report": html,
             "verdict": verification["verdict"] if verification else None}
 

@@ -63,11 +63,15 @@ def main(cfg: DictConfig) -> None:
     data = OmegaConf.to_container(cfg, resolve=True)
     try:  # user mistakes stop here, before Prefect starts or anything is written
         run_cfg = load_config(data)
-        run, _ = check_run(run_cfg)
+        run, manifest = check_run(run_cfg)
         RunLock(run.path).check()
     except (*USER_ERRORS, RunLockedError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    if manifest and manifest.get("status") == "complete":
+        print(f"Run {run.run_id} is complete ({manifest['steps']} ticks); nothing to do. "
+              "Use overwrite=true or another run_id to run it again.")
+        return
     from flows.pipeline import run_flow
 
     run_flow(data)

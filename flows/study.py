@@ -57,20 +57,18 @@ def compose_grid(arms: list[str], seeds: list[int], overrides: list[str]) -> lis
 
 
 @task(name="prepare_tracking", cache_policy=NO_CACHE)
-def prepare_tracking(configs: list[dict]) -> list[str]:
+def prepare_tracking(configs: list[dict]) -> None:
     """Create the MLflow store and experiments once, before parallel runs race to do it
-    (concurrent first use of one sqlite store fails); return the store URIs."""
+    (concurrent first use of one sqlite store fails)."""
     from steertown.tracking import RunTracker
 
-    uris = []
+    done = set()
     for c in configs:
-        if not load_config(c).tracking.enabled:
-            continue
-        tracker = RunTracker.from_config(c, PROJECT_ROOT)
-        if (tracker.uri, tracker.experiment) not in uris:
-            tracker._experiment_id(tracker.experiment)
-            uris.append((tracker.uri, tracker.experiment))
-    return [u for u, _ in uris]
+        if load_config(c).tracking.enabled:
+            tracker = RunTracker.from_config(c, PROJECT_ROOT)
+            if (tracker.uri, tracker.experiment) not in done:
+                tracker._experiment_id(tracker.experiment)
+                done.add((tracker.uri, tracker.experiment))
 
 
 @task(name="child_run", cache_policy=NO_CACHE, task_run_name="run-{config[arm]}-s{config[seed]}")
@@ -92,30 +90,40 @@ def compare_arms(arms: list[str], run_ids: list[str], tracking_uri: str, out_dir
 @flow(name="steertown-study", log_prints=True)
 def study_flow(arms: list[str], seeds: list[int], overrides: list[str] | None = None,
                name: str | None = None) -> dict:
-    """Run the grid in parallel on the flow's task runner, then compare the arms."""
+    """Run the grid in parallel on the flow's task runner, then compare the arms.
+
+    Returns {"name", "runs": {run_id: "complete" | "skipped (complete)" | "failed: ..."},
+    "comparison": path or None}; fails (after comparing the rest) if any run failed.
+    """
     from steertown.tracking import tracking_uri
 
     configs = compose_grid(arms, seeds, list(overrides or []))
     run_ids = [resolve_run_id(load_config(c)) for c in configs]
-    print(f"Study {name or study_name(run_ids)}: {len(configs)} runs: {', '.join(run_ids)}")
+    name = name or study_name(run_ids)
+    print(f"Study {name}: {len(configs)} runs: {', '.join(run_ids)}")
     prepare_tracking(configs)
     futures = [child_run.submit(c) for c in configs]
-    results = [f.result(raise_on_failure=False) for f in futures]
-    failed = [rid for rid, r in zip(run_ids, results, strict=True) if isinstance(r, BaseException)]
-    done = [rid for rid in run_ids if rid not in failed]
+    runs: dict[str, str] = {}
+    for rid, fut in zip(run_ids, futures, strict=True):
+        r = fut.result(raise_on_failure=False)
+        runs[rid] = (f"failed: {str(r).splitlines()[0] if str(r) else type(r).__name__}"
+                     if isinstance(r, BaseException)
+                     else "skipped (complete)" if r.get("skipped") else "complete")
+    done = [rid for rid, status in runs.items() if not status.startswith("failed")]
+    failed = [rid for rid in run_ids if rid not in done]
     first = load_config(configs[0])
-    out_dir = Path(first.reports_dir) / "studies" / (name or study_name(run_ids))
     comparison = None
     if done and first.tracking.enabled:
         uri = tracking_uri(first.tracking.tracking_uri, PROJECT_ROOT)
+        out_dir = Path(first.reports_dir) / "studies" / name
         comparison = compare_arms(sorted(set(arms)), done, uri, str(out_dir))
-        create_markdown_artifact(Path(comparison).read_text(),
-                                 key=_key(f"study-{name or study_name(run_ids)}"),
+        create_markdown_artifact(Path(comparison).read_text(), key=_key(f"study-{name}"),
                                  description=f"{len(done)} runs of {', '.join(arms)}")
         print(f"Comparison: {comparison}")
     if failed:
-        raise RuntimeError(f"{len(failed)} of {len(run_ids)} runs failed: {', '.join(failed)}")
-    return {"run_ids": run_ids, "comparison": comparison}
+        raise RuntimeError(f"{len(failed)} of {len(run_ids)} runs failed: "
+                           + "; ".join(f"{rid} {runs[rid]}" for rid in failed))
+    return {"name": name, "runs": runs, "comparison": comparison}
 
 
 def study_name(run_ids: list[str]) -> str:
@@ -146,8 +154,13 @@ def gpu_cluster(num_gpus: int, workers_per_gpu: int = 1):
 def task_runner(workers: int = 2, address: str | None = None, gpus: int = 0):
     """DaskTaskRunner: an existing cluster (`address`), one worker per GPU, or a
     LocalCluster of `workers` single-threaded processes on 127.0.0.1."""
+    import logging
+
     from prefect_dask import DaskTaskRunner
 
+    # Nannies live in this process; at shutdown they warn about workers still flushing
+    # Prefect logs ("still alive after 4.0 seconds, killing"), which is harmless.
+    logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
     if address:
         return DaskTaskRunner(address=address)
     if gpus:
@@ -183,12 +196,13 @@ def wait_healthy(api_url: str, timeout: float = 120.0, proc: subprocess.Popen | 
 
 @contextlib.contextmanager
 def prefect_server(port: int | None = None, env: dict[str, str] | None = None,
-                   log_path: Path | None = None, timeout: float = 120.0) -> Iterator[str]:
+                   log_path: Path | None = None, timeout: float = 120.0,
+                   ui: bool = False) -> Iterator[str]:
     """Start `prefect server start` on 127.0.0.1 (analytics off); yield its API URL; stop it."""
     port = port or free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     full_env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_UI_ENABLED": "false", **(env or {})}
+                "PREFECT_UI_ENABLED": str(ui).lower(), **(env or {})}
     full_env.pop("PREFECT_API_URL", None)
     prefect = Path(sys.executable).with_name("prefect")
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
@@ -261,7 +275,7 @@ def preflight(args: argparse.Namespace) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        preflight(args)
+        configs = preflight(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -272,15 +286,28 @@ def main(argv: list[str] | None = None) -> int:
     # Dask workers are fresh processes: they find the project and the server by environment
     paths = [str(PROJECT_ROOT), str(PROJECT_ROOT / "src"), os.environ.get("PYTHONPATH", "")]
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    where = (args.address or (f"{args.gpus} GPU workers" if args.gpus
+                              else f"{args.workers} local worker processes"))
     with contextlib.ExitStack() as stack:
         if args.start_server and not url:
-            url = stack.enter_context(prefect_server())
+            url = stack.enter_context(prefect_server(ui=True))
             print(f"Prefect server: {url.removesuffix('/api')} (stops when the study ends)")
         os.environ["PREFECT_API_URL"] = url
         stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
-        runner = task_runner(args.workers, args.address, args.gpus)
-        study_flow.with_options(task_runner=runner)(args.arms, args.seeds, args.override,
-                                                    args.name)
+        print(f"Study of {len(configs)} runs on {where}; watch it at {url.removesuffix('/api')}")
+        t0 = time.perf_counter()
+        try:
+            out = study_flow.with_options(task_runner=task_runner(
+                args.workers, args.address, args.gpus))(args.arms, args.seeds, args.override,
+                                                         args.name)
+        except Exception as e:  # noqa: BLE001 - the flow's failure, already logged in full
+            print(f"error: study failed: {str(e).splitlines()[0]}", file=sys.stderr)
+            return 1
+    print(f"Study {out['name']} done in {time.perf_counter() - t0:.0f} s:")
+    for rid, status in out["runs"].items():
+        print(f"  {rid}: {status}")
+    if out["comparison"]:
+        print(f"Comparison: {out['comparison']}")
     return 0
 
 

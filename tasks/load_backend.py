@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
-from steertown.preflight import format_findings, preflight
 
+from flows.environment import say
 from steertown.config import load_config
 from steertown.inference import get_backend, get_embedder
+from steertown.preflight import format_findings, preflight
 from steertown.storage.run_dir import RunDir
 
 
@@ -18,8 +19,7 @@ def load_backend(config: dict, run_dir: str) -> dict:
     backend = get_backend(cfg)
     get_embedder(cfg.memory.embedder)
     findings = preflight(cfg, backend)
-    get_run_logger().info("preflight:\n%s", format_findings(findings))
-    print(format_findings(findings))
+    say(format_findings(findings))
     model = backend.describe()
     RunDir(run_dir).update_manifest(model=model, preflight=findings)
     return model

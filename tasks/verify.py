@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from flows.environment import say
 from steertown.config import load_config
 from steertown.inference import get_backend
 from steertown.steering.verification import format_line, verify_run
@@ -17,6 +18,6 @@ def verify_steering(config: dict, run_dir: str) -> dict:
     backend = get_backend(cfg) if cfg.verification.model_checks else None
     report = verify_run(run_dir, cfg.verification.num_files, backend)
     for c in report["checks"]:
-        print(format_line(c))
-    print(f"Steering verification: {report['verdict']}")
+        say(format_line(c))
+    say(f"Steering verification: {report['verdict']}")
     return report
