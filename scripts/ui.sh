@@ -7,6 +7,9 @@
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="$ROOT/.venv/bin"
+for tool in prefect mlflow python; do
+  [ -x "$BIN/$tool" ] || { echo "error: $BIN/$tool not found; run make setup first" >&2; exit 2; }
+done
 PREFECT_PORT="${PREFECT_PORT:-4200}"
 MLFLOW_PORT="${MLFLOW_PORT:-5000}"
 STORE="${MLFLOW_TRACKING_URI:-sqlite:///$ROOT/mlflow.db}"
