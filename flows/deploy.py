@@ -47,7 +47,7 @@ def compose_config_task(arm: str, seed: int, overrides: list[str]) -> dict:
     return config
 
 
-@flow(name=FLOW_NAME, log_prints=True)
+@flow(name=FLOW_NAME)
 def scheduled_run(arm: str = "fast", seed: int = 0, overrides: list[str] | None = None) -> dict:
     """One steertown run from the UI or a schedule: arm, seed and Hydra overrides
     (e.g. ["steps=50", "model=mock"])."""

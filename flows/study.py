@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flows.environment import PROJECT_ROOT, configure  # noqa: E402
+from flows.environment import PROJECT_ROOT, configure, say  # noqa: E402
 
 configure()
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # workers' INFO chatter off
@@ -87,7 +87,7 @@ def compare_arms(arms: list[str], run_ids: list[str], tracking_uri: str, out_dir
     return str(compare_runs(arms, run_ids, tracking_uri, Path(out_dir)))
 
 
-@flow(name="steertown-study", log_prints=True)
+@flow(name="steertown-study")
 def study_flow(arms: list[str], seeds: list[int], overrides: list[str] | None = None,
                name: str | None = None) -> dict:
     """Run the grid in parallel on the flow's task runner, then compare the arms.
@@ -100,7 +100,7 @@ def study_flow(arms: list[str], seeds: list[int], overrides: list[str] | None = 
     configs = compose_grid(arms, seeds, list(overrides or []))
     run_ids = [resolve_run_id(load_config(c)) for c in configs]
     name = name or study_name(run_ids)
-    print(f"Study {name}: {len(configs)} runs: {', '.join(run_ids)}")
+    say(f"Study {name}: {len(configs)} runs: {', '.join(run_ids)}")
     prepare_tracking(configs)
     futures = [child_run.submit(c) for c in configs]
     runs: dict[str, str] = {}
@@ -119,7 +119,7 @@ def study_flow(arms: list[str], seeds: list[int], overrides: list[str] | None = 
         comparison = compare_arms(sorted(set(arms)), done, uri, str(out_dir))
         create_markdown_artifact(Path(comparison).read_text(), key=_key(f"study-{name}"),
                                  description=f"{len(done)} runs of {', '.join(arms)}")
-        print(f"Comparison: {comparison}")
+        say(f"Comparison: {comparison}")
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(run_ids)} runs failed: "
                            + "; ".join(f"{rid} {runs[rid]}" for rid in failed))
@@ -306,8 +306,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Study {out['name']} done in {time.perf_counter() - t0:.0f} s:")
     for rid, status in out["runs"].items():
         print(f"  {rid}: {status}")
-    if out["comparison"]:
-        print(f"Comparison: {out['comparison']}")
     return 0
 
 

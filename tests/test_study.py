@@ -225,6 +225,22 @@ def test_deployment_served_and_triggered(prefect_api, tmp_path):
                                                    "overrides": overrides}, timeout=240)
         assert run.state.is_completed(), (run.state, (tmp_path / "serve.log").read_text()[-3000:])
         print(f"UI-triggered run completed in {time.perf_counter() - t0:.1f} s")
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterId,
+            FlowRunFilterParentFlowRunId,
+        )
+
+        with _client(prefect_api) as client:  # the pipeline's stages show as tasks
+            (child,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id])))
+            assert child.state.is_completed()
+            stages = {t.name.rsplit("-", 1)[0] for t in client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[child.id])))}
+            parent = {t.name for t in client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))}
+        assert {"resolve_config", "load_backend", "simulate_chunk", "analyze"} <= stages, stages
+        assert any(n.startswith("compose_config") for n in parent), parent
         runs = [p for p in (tmp_path / "dumps").iterdir() if p.name.startswith("small-s8-")]
         assert len(runs) == 1
         assert json.loads((runs[0] / "manifest.json").read_text())["status"] == "complete"
