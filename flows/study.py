@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.workers, args.address, args.gpus))(args.arms, args.seeds, args.override,
                                                          args.name)
         except Exception as e:  # noqa: BLE001 - the flow's failure, already logged in full
-            print(f"error: study failed: {str(e).splitlines()[0]}", file=sys.stderr)
+            print(f"error: study failed: {' '.join(str(e).split())[:400]}", file=sys.stderr)
             return 1
     print(f"Study {out['name']} done in {time.perf_counter() - t0:.0f} s:")
     for rid, status in out["runs"].items():
