@@ -147,3 +147,46 @@ def _doctor(args: argparse.Namespace) -> int:
     findings = preflight(cfg, backend)
     print(format_findings(findings))
     return 0
+
+
+# --- layer sweep (steertown.steering.layer_sweep) ---
+
+
+def _sweep_layers_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layers", type=int, nargs="+", default=[8, 12, 16, 20, 24],
+                   help="decoder layers to try (default: 8 12 16 20 24)")
+    p.add_argument("--traits", nargs="+", default=["E", "A", "C", "O", "N"],
+                   help="traits to sweep (default: E A C O N)")
+    p.add_argument("--items", type=int, default=6,
+                   help="held-out situations per trait (default: 6, all there are)")
+    p.add_argument("--coefficients", type=float, nargs="+", default=[-2.0, -1.0, 1.0, 2.0],
+                   help="steering coefficients (0 is always added; default: -2 -1 1 2)")
+    p.add_argument("--random", type=int, default=2,
+                   help="random directions per layer as the control (default: 2)")
+    p.add_argument("--model", default="smollm2", help="model config name (default: smollm2)")
+    p.add_argument("--out", type=Path, default=Path("reports/layer_sweep.json"),
+                   help="JSON output; a .md table goes beside it (default: reports/layer_sweep.json)")
+
+
+@command("sweep-layers", "find the layers where each trait vector steers best (dose-response)",
+         _sweep_layers_args)
+def _sweep_layers(args: argparse.Namespace) -> int:
+    from steertown.config import TRAITS, ConfigError, load_config
+    from steertown.inference import get_backend
+    from steertown.steering.layer_sweep import format_table, sweep_layers, write_outputs
+
+    bad = [t for t in args.traits if t not in TRAITS]
+    if bad:
+        raise ConfigError(f"--traits: unknown {' '.join(bad)}; allowed: {' '.join(TRAITS)}")
+    cfg = load_config({"model": {"name": args.model}})  # default layers: cached vectors
+    backend = get_backend(cfg)
+    if getattr(backend, "name", "") == "mock":
+        raise ConfigError("--model: the mock backend has no residual stream to sweep")
+    result = sweep_layers(backend, sorted(set(args.layers)), list(args.traits), args.items,
+                          args.coefficients, args.random)
+    print(format_table(result))
+    print("best: " + ", ".join(f"{t} L{b['layer']}" if b.get("layer") else f"{t} none"
+                               for t, b in result["best"].items()))
+    js, md = write_outputs(result, args.out)
+    print(f"written: {js} {md}")
+    return 0

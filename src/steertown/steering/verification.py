@@ -9,17 +9,18 @@ from steertown.steering.verify_logged import Check, logged_checks
 from steertown.storage.run_dir import RunDir, atomic_write_bytes, atomic_write_json
 
 
-def verify_run(run_dir: str | Path, num_files: int = 0, backend=None) -> dict:
+def verify_run(run_dir: str | Path, num_files: int = 0, backend=None, vcfg=None) -> dict:
     """Run the checks, write the report files, return the report dict.
 
     `backend` is the run's loaded model backend; without it the model-based checks are
     skipped with the reason (e.g. an imported legacy run or `verification.model_checks:
-    false`).
+    false`). `vcfg` (a VerificationConfig) sets the model checks' budget and thresholds;
+    default: the run manifest's `config.verification`.
     """
     run = RunDir(run_dir).require()
     manifest = run.read_manifest()
     checks: list[Check] = logged_checks(run, num_files)
-    checks += model_checks(run, manifest, backend)
+    checks += model_checks(run, manifest, backend, vcfg, num_files)
     required = [c for c in checks if c.required and c.passed is not None]
     verdict = "PASS" if all(c.passed for c in required) else "FAIL"
     report = {"run_id": run.run_id, "verdict": verdict,
@@ -31,7 +32,18 @@ def verify_run(run_dir: str | Path, num_files: int = 0, backend=None) -> dict:
     return report
 
 
-def model_checks(run: RunDir, manifest: dict, backend) -> list[Check]:
+def run_verification_config(manifest: dict):
+    """The run's VerificationConfig (defaults when the manifest has none or it is invalid)."""
+    from steertown.config import ConfigError, VerificationConfig, load_config
+
+    try:
+        return load_config(manifest["config"]).verification
+    except (KeyError, TypeError, ConfigError):
+        return VerificationConfig()
+
+
+def model_checks(run: RunDir, manifest: dict, backend, vcfg=None,
+                 num_files: int = 0) -> list[Check]:
     """Mechanistic, dose-response, in-run, controls: need the run's model."""
     if manifest.get("source") == "legacy":
         reason = "imported legacy run: its model is not available"
@@ -42,7 +54,8 @@ def model_checks(run: RunDir, manifest: dict, backend) -> list[Check]:
     else:
         from steertown.steering.verify_model import run_model_checks
 
-        return run_model_checks(run, manifest, backend)
+        vcfg = vcfg if vcfg is not None else run_verification_config(manifest)
+        return run_model_checks(run, manifest, backend, vcfg, num_files)
     return [Check("model", None, False, "skipped", detail=reason)]
 
 

@@ -1,0 +1,132 @@
+"""In-run behaviour: do agents steered higher on a trait *say* more trait-like things?
+
+For each agent, a capped sample of its logged messages is read back by the UNSTEERED
+model (as an assistant reply after a neutral prompt); the agent's measure is the mean
+activation over the reply tokens at the run's steered layer, projected onto the trait
+direction. Spearman (agents' mean logged alpha vs measure) with an agent-bootstrap CI.
+
+DESIGN measured that such a projection metric is weakly specific (random directions
+often correlate too), so each trait's |rho| is ranked among the |rho| of 200 random
+directions on the same activations (free: the forward passes are shared).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from steertown.config import TRAITS
+from steertown.steering.hooks import decoder_layers
+from steertown.steering.readouts import NEUTRAL_SYSTEM
+from steertown.steering.stats import bootstrap_ci, rank_percentile, spearman
+from steertown.steering.verify_logged import Check
+from steertown.storage.run_dir import RunDir
+
+READBACK_USER = "What do you do or say next?"
+MAX_MESSAGE_TOKENS = 64
+RANDOM_PROJECTIONS = 200
+SMALL_RUN_AGENTS = 8
+
+
+class _Stop(Exception):
+    """Raised after the read layer: the rest of the forward pass is not needed."""
+
+
+def load_run_messages(run: RunDir, num_files: int = 0) -> dict[str, list]:
+    """The run's messages as columns (agent_id, content, alpha_*)."""
+    cols = ["agent_id", "content"] + [f"alpha_{t}" for t in TRAITS]
+    return run.read_table("messages", num_files).select(cols).to_pydict()
+
+
+@torch.no_grad()
+def tail_means(backend: Any, layer: int, prompts: list[list[int]], tails: list[list[int]],
+               batch_size: int = 32) -> torch.Tensor:
+    """[N, H] mean output of decoder `layer` over each row's tail tokens, unsteered."""
+    block = decoder_layers(backend.model)[layer - 1]
+    got: dict[str, torch.Tensor] = {}
+
+    def hook(_m, _a, out):
+        got["h"] = (out[0] if isinstance(out, tuple) else out).float()
+        raise _Stop
+
+    handle = block.register_forward_hook(hook)
+    pad = backend.tokenizer.pad_token_id or 0
+    rows = []
+    try:
+        for s in range(0, len(prompts), batch_size):
+            seqs = [p + t for p, t in zip(prompts[s:s + batch_size], tails[s:s + batch_size],
+                                          strict=True)]
+            width = max(map(len, seqs))
+            ids = torch.tensor([[pad] * (width - len(q)) + q for q in seqs], device=backend.device)
+            mask = torch.tensor([[0] * (width - len(q)) + [1] * len(q) for q in seqs],
+                                device=backend.device)
+            try:
+                with backend.steered(None):
+                    backend.model(input_ids=ids, attention_mask=mask, use_cache=False,
+                                  position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+            except _Stop:
+                pass
+            for r, t in enumerate(tails[s:s + batch_size]):
+                rows.append(got["h"][r, width - len(t):].mean(0).cpu())
+    finally:
+        handle.remove()
+    return torch.stack(rows)
+
+
+def _sample(idx: list[int], k: int) -> list[int]:
+    """Up to k indices spread evenly over the run (not just its first ticks)."""
+    if len(idx) <= k:
+        return idx
+    return [idx[int(i)] for i in np.linspace(0, len(idx) - 1, k).round()]
+
+
+def inrun_checks(backend: Any, msgs: dict[str, list], steered: list[str], min_rho: float,
+                 per_agent: int = 6, seed: int = 0) -> list[Check]:
+    """One informative check per steered trait (skipped when too few agents vary)."""
+    if not steered:
+        return []
+    by_agent: dict[str, list[int]] = {}
+    for i, (a, text) in enumerate(zip(msgs["agent_id"], msgs["content"], strict=True)):
+        if text and text.strip():
+            by_agent.setdefault(a, []).append(i)
+    agents = sorted(by_agent)
+    if len(agents) < 3:
+        return [Check("inrun", None, False, "skipped",
+                      detail=f"{len(agents)} agents with messages; need >= 3")]
+    layer = backend.layers[len(backend.layers) // 2]
+    prompt = backend.prompt_ids(NEUTRAL_SYSTEM, READBACK_USER)
+    chosen = {a: _sample(by_agent[a], per_agent) for a in agents}
+    flat = [i for a in agents for i in chosen[a]]
+    tails = [backend.tokenizer(msgs["content"][i], add_special_tokens=False)["input_ids"]
+             [:MAX_MESSAGE_TOKENS] or [0] for i in flat]
+    acts = tail_means(backend, layer, [prompt] * len(flat), tails)
+    owner = np.array([a for a in agents for _ in chosen[a]])
+    per_agent_act = torch.stack([acts[torch.from_numpy(owner == a)].mean(0) for a in agents])
+    g = torch.Generator().manual_seed(seed)
+    rand = torch.randn(RANDOM_PROJECTIONS, per_agent_act.shape[1], generator=g)
+    rand_proj = (per_agent_act @ (rand / rand.norm(dim=1, keepdim=True)).T).numpy()
+    checks = []
+    for t in steered:
+        x = np.array([np.mean([msgs[f"alpha_{t}"][i] or 0.0 for i in by_agent[a]])
+                      for a in agents])
+        if np.ptp(x) < 1e-9:
+            checks.append(Check(f"inrun.{t}", None, False, "skipped",
+                                detail="all agents have the same coefficient"))
+            continue
+        y = (per_agent_act @ backend.vectors.direction(t, layer)).numpy()
+        rho = spearman(x, y)
+        lo, hi = bootstrap_ci(len(agents), lambda ix, x=x, y=y: spearman(x[ix], y[ix]), 500, seed)
+        rand_rho = [abs(spearman(x, rand_proj[:, k])) for k in range(RANDOM_PROJECTIONS)]
+        pct = rank_percentile(abs(rho), rand_rho)
+        small = len(agents) < SMALL_RUN_AGENTS
+        checks.append(Check(
+            f"inrun.{t}", rho >= min_rho and pct >= 0.95, False,
+            f"Spearman(agent alpha, layer-{layer} projection of what it said) {rho:+.2f} "
+            f"(95% CI {lo:+.2f}..{hi:+.2f}), {len(agents)} agents x <= {per_agent} messages; "
+            f"|rho| beats {100 * pct:.0f}% of {RANDOM_PROJECTIONS} random directions",
+            detail="small run: too few agents for a firm answer" if small else "",
+            data={"rho": rho, "ci_low": lo, "ci_high": hi, "agents": float(len(agents)),
+                  "random_pct": pct}))
+    return checks

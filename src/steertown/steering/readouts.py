@@ -1,0 +1,233 @@
+"""Batched trait readouts under steering: reply-likelihood margin and Likert score.
+
+A *direction* is what gets added to the residual stream at alpha = 1, per steered
+layer: for a trait it is the backend's own calibrated vector (`steering_matrix`), for
+a control it is a seeded random direction of the same norm. A *steer* is
+`(direction name, coefficient)`. Every readout row carries its own steer, so a whole
+sweep (items x coefficients x directions) runs in a few batched forward passes.
+
+Trait rows are steered through the backend's own hooks (`backend.steered`), so the
+sweep measures exactly what a run does; random-direction rows go through a temporary
+hook of this module that adds the same kind of per-row vector.
+
+Readouts (both on held-out items only, never on the vectors' train pairs):
+- margin: mean log-prob per token of the high-trait reply minus the low-trait reply to
+  the same situation (nats/token). Length-normalised so reply length does not matter.
+- likert: expected value over the renormalised probabilities of the answer digits 1-5
+  at the next-token position; reverse-keyed items are flipped (6 - score).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from steertown.steering.contrast_data import LikertItem, SituationItem
+from steertown.steering.hooks import decoder_layers
+
+NEUTRAL_SYSTEM = "You are a resident of a small town."
+LIKERT_PROMPT = ("How well does this statement describe you? Answer with one digit from 1 "
+                 "(strongly disagree) to 5 (strongly agree).\nStatement: \"{statement}\"")
+
+Steer = tuple[str, float]  # (direction name, coefficient); ("", 0.0) = unsteered
+UNSTEERED: Steer = ("", 0.0)
+
+
+def norm_steer(steer: Steer) -> Steer:
+    """Coefficient 0 is the same row whatever the direction: share it."""
+    return UNSTEERED if steer[1] == 0 else (steer[0], float(steer[1]))
+
+
+def random_directions(backend: Any, n: int, seed: int = 0) -> dict[str, dict[int, torch.Tensor]]:
+    """`n` seeded Gaussian directions per steered layer, each of the trait vectors' norm.
+
+    Same norm as the backend's steering vector at that layer (unit / len(layers)), so a
+    random coefficient c injects exactly as much as a trait coefficient c.
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    layers = list(backend.layers)
+    out = {}
+    for r in range(n):
+        per_layer = {}
+        for layer in layers:
+            norm = float(backend.vectors.steering_matrix(layer)[0].norm())
+            v = torch.randn(backend.model.config.hidden_size, generator=g)
+            per_layer[layer] = v / v.norm() * norm
+        out[f"R{r}"] = per_layer
+    return out
+
+
+@contextmanager
+def _extra_deltas(model: torch.nn.Module, deltas: dict[int, torch.Tensor] | None) -> Iterator[None]:
+    """Temporarily add `deltas[layer]` ([B, H], per row) to the output of each layer."""
+    if not deltas:
+        yield
+        return
+    blocks = decoder_layers(model)
+    handles = []
+
+    def make(d: torch.Tensor):
+        def hook(_m, _a, out):
+            h = out[0] if isinstance(out, tuple) else out
+            h = h + d.to(h.device, h.dtype)[:, None, :]
+            return (h, *out[1:]) if isinstance(out, tuple) else h
+        return hook
+
+    for layer, d in deltas.items():
+        handles.append(blocks[layer - 1].register_forward_hook(make(d)))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class Scorer:
+    """Scores token sequences under per-row steers with one model; caches nothing itself."""
+
+    def __init__(self, backend: Any, extra_directions: dict[str, dict[int, torch.Tensor]] | None
+                 = None, batch_size: int = 48) -> None:
+        self.b = backend
+        self.traits = list(backend.traits)
+        self.extra = extra_directions or {}
+        self.batch_size = batch_size
+        self.forward_tokens = 0  # padded tokens pushed through the model (cost accounting)
+
+    def _steering(self, steers: Sequence[Steer]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        alphas = torch.zeros(len(steers), len(self.traits))
+        extra: dict[int, torch.Tensor] = {}
+        hidden = self.b.model.config.hidden_size
+        for r, (name, coef) in enumerate(steers):
+            if coef == 0 or not name:
+                continue
+            if name in self.traits:
+                alphas[r, self.traits.index(name)] = coef
+            elif name in self.extra:
+                for layer, v in self.extra[name].items():
+                    extra.setdefault(layer, torch.zeros(len(steers), hidden))[r] = coef * v
+            else:
+                raise KeyError(f"unknown steering direction {name!r}")
+        return alphas, extra
+
+    def _batches(self, lengths: list[int]) -> Iterator[list[int]]:
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        for s in range(0, len(order), self.batch_size):
+            yield order[s:s + self.batch_size]
+
+    def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pad = self.b.tokenizer.pad_token_id or 0
+        width, dev = max(len(q) for q in seqs), self.b.device
+        ids = torch.tensor([[pad] * (width - len(q)) + q for q in seqs], device=dev)
+        mask = torch.tensor([[0] * (width - len(q)) + [1] * len(q) for q in seqs], device=dev)
+        return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+    @torch.no_grad()
+    def logprobs(self, seqs: list[list[int]], steers: list[Steer],
+                 positions: list[list[int]]) -> list[torch.Tensor]:
+        """Per row, log-softmax over the vocabulary at the given (unpadded) positions.
+
+        Only the asked positions go through the LM head (it is ~20% of the model's
+        compute per token on SmolLM2). Rows are sorted by length and batched.
+        """
+        out: list[torch.Tensor | None] = [None] * len(seqs)
+        model, head = self.b.model, self.b.model.get_output_embeddings()
+        for idx in self._batches([len(q) for q in seqs]):
+            ids, mask, pos = self._left_pad([seqs[i] for i in idx])
+            alphas, extra = self._steering([steers[i] for i in idx])
+            with self.b.steered(alphas), _extra_deltas(model, extra):
+                h = model.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                use_cache=False).last_hidden_state
+            self.forward_tokens += ids.numel()
+            width = ids.shape[1]
+            for r, i in enumerate(idx):
+                p = torch.tensor(positions[i], device=ids.device) + (width - len(seqs[i]))
+                out[i] = torch.log_softmax(head(h[r, p]).float(), dim=-1).cpu()
+        return out  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def continuation_logprobs(self, prompts: list[list[int]], steers: list[Steer],
+                              tails: list[list[list[int]]]) -> list[list[float]]:
+        """Mean log-prob per token of each of a prompt's k tails (same k for every prompt).
+
+        The steered prompt is run once and its KV cache shared by its k tails (the
+        prompt is about two thirds of a margin item's tokens). Tails are right-padded
+        after the left-padded prompts; padding at the end cannot affect earlier tokens.
+        """
+        k = len(tails[0])
+        out: list[list[float]] = [[] for _ in prompts]
+        model, head = self.b.model, self.b.model.get_output_embeddings()
+        dev = self.b.device
+        for idx in self._batches([len(p) + max(map(len, tails[i])) for i, p in enumerate(prompts)]):
+            ids, mask, pos = self._left_pad([prompts[i] for i in idx])
+            alphas, extra = self._steering([steers[i] for i in idx])
+            flat = [t for i in idx for t in tails[i]]  # row r's tails at r*k .. r*k+k-1
+            tw = max(len(t) for t in flat)
+            t_ids = torch.tensor([t + [0] * (tw - len(t)) for t in flat], device=dev)
+            t_mask = torch.tensor([[1] * len(t) + [0] * (tw - len(t)) for t in flat], device=dev)
+            t_pos = pos[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(tw, device=dev)
+            rep_extra = {layer: d.repeat_interleave(k, 0) for layer, d in extra.items()}
+            with self.b.steered(alphas), _extra_deltas(model, extra):
+                o = model.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                use_cache=True)
+            cache = o.cache if hasattr(o, "cache") else o.past_key_values
+            cache.batch_repeat_interleave(k)
+            with self.b.steered(alphas.repeat_interleave(k, 0)), _extra_deltas(model, rep_extra):
+                h = model.model(input_ids=t_ids, position_ids=t_pos, cache=cache, use_cache=True,
+                                attention_mask=torch.cat([mask.repeat_interleave(k, 0), t_mask], 1)
+                                ).last_hidden_state
+            self.forward_tokens += ids.numel() + t_ids.numel()
+            last = o.last_hidden_state[:, -1].repeat_interleave(k, 0)
+            for j, t in enumerate(flat):
+                # Hidden state at position p predicts token p + 1: the prompt's last
+                # position predicts the tail's first token.
+                hs = torch.cat([last[j:j + 1], h[j, :len(t) - 1]], 0)
+                lp = torch.log_softmax(head(hs).float(), dim=-1)
+                tgt = torch.tensor(t, device=dev)[:, None]
+                out[idx[j // k]].append(float(lp.gather(-1, tgt).mean()))
+        return out
+
+def _reply_ids(backend: Any, text: str) -> list[int]:
+    return list(backend.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def margin_scores(scorer: Scorer, jobs: Sequence[tuple[SituationItem, Steer]],
+                  system: str = NEUTRAL_SYSTEM) -> dict[tuple[str, Steer], float]:
+    """{(item id, steer): mean log-prob/token of high reply - low reply} (nats/token)."""
+    b = scorer.b
+    uniq = {(it.id, norm_steer(s)): it for it, s in jobs}
+    keys = sorted(uniq)
+    prompts = [b.prompt_ids(system, uniq[k].situation) for k in keys]
+    tails = [[_reply_ids(b, uniq[k].high), _reply_ids(b, uniq[k].low)] for k in keys]
+    lp = scorer.continuation_logprobs(prompts, [k[1] for k in keys], tails)
+    return {k: hi - lo for k, (hi, lo) in zip(keys, lp, strict=True)}
+
+
+def digit_ids(backend: Any) -> list[int]:
+    """Token ids of the answers "1".."5" (single tokens in SmolLM2's vocabulary)."""
+    ids = []
+    for d in "12345":
+        toks = _reply_ids(backend, d)
+        if len(toks) != 1:
+            raise ValueError(f"digit {d!r} is not a single token for this tokenizer")
+        ids.append(toks[0])
+    return ids
+
+
+def likert_scores(scorer: Scorer, jobs: Sequence[tuple[LikertItem, Steer]],
+                  system: str = NEUTRAL_SYSTEM) -> dict[tuple[str, Steer], float]:
+    """{(item id, steer): expected answer in [1, 5], trait-keyed (reverse items flipped)}."""
+    b = scorer.b
+    uniq = {(it.id, norm_steer(s)): it for it, s in jobs}
+    keys = sorted(uniq)
+    seqs = [b.prompt_ids(system, LIKERT_PROMPT.format(statement=uniq[k].statement)) for k in keys]
+    lps = scorer.logprobs(seqs, [k[1] for k in keys], [[len(q) - 1] for q in seqs])
+    digits = torch.tensor(digit_ids(b))
+    out = {}
+    for k, lp in zip(keys, lps, strict=True):
+        p = torch.softmax(lp[0, digits], dim=-1)  # renormalised over the five answers
+        score = float((p * torch.arange(1, 6, dtype=p.dtype)).sum())
+        out[k] = 6.0 - score if uniq[k].reverse_keyed else score
+    return out
