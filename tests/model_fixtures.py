@@ -1,0 +1,35 @@
+"""Shared real-model backend for the `model`-marked tests: loaded once per session.
+
+The model and vector caches live in the project's `storage/` (the same caches `make run`
+uses), so only the very first test run pays the GGUF conversion and vector computation.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def real_cfg(**inference):
+    """A RunConfig for the bundled SmolLM2 with the project's caches (absolute paths)."""
+    from steertown.config import RunConfig
+
+    cfg = RunConfig()
+    cfg.model.cache_dir = str(ROOT / "storage" / "models")
+    cfg.steering.vectors_dir = str(ROOT / "storage" / "vectors")
+    cfg.optimization.use_quantization = False  # CPU: no point, and no warning noise
+    for k, v in inference.items():
+        setattr(cfg.inference, k, v)
+    return cfg
+
+
+@lru_cache(maxsize=1)
+def shared_backend():
+    """The one TransformersBackend of the test session."""
+    from steertown.inference.transformers_backend import TransformersBackend
+
+    return TransformersBackend(real_cfg())

@@ -1,0 +1,153 @@
+"""TransformersBackend on the real SmolLM2: batch == single, limits, cache, embedders."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from model_fixtures import real_cfg, shared_backend
+
+from steertown.inference.backend import GenerationRequest
+from steertown.inference.embedder import HashingEmbedder
+
+ROWS = [
+    ("You are Ana, the town baker.", "You are at the cafe. What do you do?", {"E": 1.0}),
+    ("You are Bob, the librarian. You have lived in Maple Town for thirty years and "
+     "know every family by name.", "You are in the park and it is raining. What do you do now?",
+     {"E": -1.0, "N": 0.5}),
+    ("You are Cy.", "Say hello.", {}),
+]
+
+
+def _requests(max_new: int = 12, kind: str = "reflection") -> list[GenerationRequest]:
+    return [GenerationRequest(f"r{i}", s, u, st, max_new, seed=40 + i, kind=kind)
+            for i, (s, u, st) in enumerate(ROWS)]
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return shared_backend()
+
+
+@pytest.fixture
+def decoding(backend):
+    """Temporarily change decoding settings on the shared backend."""
+    saved = dataclasses.replace(backend.cfg.inference)
+    saved_enabled = backend.cfg.steering.enabled
+    yield backend.cfg
+    backend.cfg.inference = saved
+    backend.cfg.steering.enabled = saved_enabled
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_batch_equals_single(backend, decoding, temperature):
+    decoding.inference.temperature = temperature
+    reqs = _requests()
+    batch = backend.generate_batch(reqs)
+    assert [r.request_id for r in batch] == ["r0", "r1", "r2"]
+    for req, got in zip(reqs, batch, strict=True):
+        alone = backend.generate_batch([req])[0]
+        assert (got.text, got.tokens_out, got.tokens_in) == (alone.text, alone.tokens_out,
+                                                             alone.tokens_in)
+        assert got.tokens_in == backend.count_prompt_tokens(req)
+        assert 1 <= got.tokens_out <= req.max_new_tokens
+
+
+@pytest.mark.model
+def test_steering_changes_output_and_disabled_means_zero(backend, decoding):
+    decoding.inference.temperature = 0.0
+    base = GenerationRequest("a", ROWS[0][0], ROWS[0][1], {}, 12, seed=1)
+    steered = dataclasses.replace(base, steering={"E": 2.0})
+    plain, pushed = backend.generate_batch([base, steered])
+    assert plain.text != pushed.text
+    decoding.steering.enabled = False
+    off = backend.generate_batch([steered])[0]
+    assert off.text == plain.text and off.extra["alphas"]["E"] == 0.0
+
+
+@pytest.mark.model
+def test_per_row_limits_and_action_line_stop(backend, decoding):
+    decoding.inference.temperature = 0.8
+    reqs = _requests(kind="action")
+    reqs[1] = dataclasses.replace(reqs[1], max_new_tokens=3)
+    res = backend.generate_batch(reqs)
+    assert res[1].tokens_out <= 3
+    for r in res:
+        assert "\n" not in r.text
+        assert r.extra["stop"] in ("eos", "newline", "length")
+
+
+@pytest.mark.model
+def test_describe_and_preflight(backend):
+    from steertown.preflight import format_findings, preflight
+
+    d = backend.describe()
+    for key in ("model_id", "dtype", "device", "layers", "vector_id", "unit", "calibration"):
+        assert d[key] is not None, key
+    assert d["dtype"] == "float32" and d["layers"] == [16]
+    json.dumps(d)  # goes into manifest.json
+    found = {f["check"]: f for f in preflight(backend.cfg, backend)}
+    assert found["device"]["status"] == "ok"
+    assert found["model_loads"]["status"] == "ok"
+    assert d["vector_id"] in found["steering"]["detail"]
+    assert "[ok]" in format_findings(list(found.values()))
+
+
+@pytest.mark.model
+def test_model_cache_reused(backend):
+    from steertown.inference.model_loading import load_model
+
+    t0 = time.perf_counter()
+    lm = load_model(real_cfg())
+    assert lm.from_cache and time.perf_counter() - t0 < 30
+    cache = Path(lm.source)
+    assert (cache / "model.safetensors").exists() and (cache / "tokenizer.json").exists()
+    assert "quantization_config" not in json.loads((cache / "config.json").read_text())
+    assert not list(cache.glob("*.bin")) and not list(cache.glob("*.pt"))
+
+
+def test_missing_model_path_is_one_line():
+    from steertown.inference.model_loading import load_model
+
+    cfg = real_cfg()
+    cfg.model.name_or_path = "/nonexistent/models/tiny"
+    with pytest.raises(FileNotFoundError) as e:
+        load_model(cfg)
+    assert "/nonexistent/models/tiny" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_preflight_flags_reflection_every_tick():
+    from steertown.preflight import preflight
+
+    cfg = real_cfg()
+    cfg.optimization.reflect_every_n_ticks = 1
+    found = {f["check"]: f for f in preflight(cfg)}
+    assert found["reflection"]["status"] == "warn"
+    assert "reflect_every_n_ticks" in found["reflection"]["fix"]
+
+
+def test_hashing_embedder():
+    e = HashingEmbedder(dim=64)
+    texts = ["Kim bakes bread at the cafe", "Kim bakes bread at the cafe today", "the river floods"]
+    v = e.embed(texts)
+    assert v.shape == (3, 64) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(v, HashingEmbedder(dim=64).embed(texts))
+    assert v[0] @ v[1] > v[0] @ v[2]
+
+
+@pytest.mark.model
+def test_minilm_similar_closer_than_unrelated():
+    from steertown.inference.embedder import MiniLMEmbedder
+
+    v = MiniLMEmbedder().embed(["I had coffee with Kim at the cafe.",
+                                "Kim and I drank coffee together in the cafe.",
+                                "The library roof leaks when it rains."])
+    assert v.shape == (3, 384) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-4)
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.3
