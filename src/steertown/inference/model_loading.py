@@ -108,8 +108,17 @@ def _convert_bundled(gguf: Path, target: Path) -> None:
     tok.save_pretrained(str(tmp))
     (tmp / _COMPLETE_MARKER).write_text(gguf.name + "\n")
     # Atomic publish: a crash mid-save never leaves a half-written cache that looks valid.
+    # Another process (parallel workers) may have finished first: keep its copy.
+    if (target / _COMPLETE_MARKER).exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        if not (target / _COMPLETE_MARKER).exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _locate(cfg: RunConfig) -> tuple[str, str, str | None, bool]:
