@@ -105,8 +105,11 @@ def study_flow(arms: list[str], seeds: list[int], overrides: list[str] | None = 
     futures = [child_run.submit(c) for c in configs]
     runs: dict[str, str] = {}
     for rid, fut in zip(run_ids, futures, strict=True):
-        r = fut.result(raise_on_failure=False)
-        runs[rid] = (f"failed: {str(r).splitlines()[0] if str(r) else type(r).__name__}"
+        try:  # a failed run returns its exception; a lost worker or graph error raises
+            r = fut.result(raise_on_failure=False)
+        except Exception as e:  # noqa: BLE001 - any failure of one run is reported, not fatal
+            r = e
+        runs[rid] = (f"failed: {' '.join(str(r).split())[:300] or type(r).__name__}"
                      if isinstance(r, BaseException)
                      else "skipped (complete)" if r.get("skipped") else "complete")
     done = [rid for rid, status in runs.items() if not status.startswith("failed")]
