@@ -19,7 +19,12 @@ OFFLINE_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # the temporary server must not phone home
     "PREFECT_SERVER_API_HOST": "127.0.0.1",
     "PREFECT_UI_ENABLED": os.environ.get("PREFECT_UI_ENABLED", "true"),
-    "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"),
+    # Run logs reach the Prefect UI at INFO; the console shows only warnings (the live
+    # view and say() own the console).
+    "PREFECT_LOGGING_LEVEL": "INFO",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL": "WARNING",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL": "WARNING",
     "MLFLOW_ENABLE_TELEMETRY": "false",
     "DO_NOT_TRACK": "1",
 }

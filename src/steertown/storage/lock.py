@@ -1,12 +1,17 @@
-"""One writer per run directory: a lock file holding the owner's pid.
+"""One writer per run directory: a lock file holding the owner's host and pid.
 
-A lock whose pid is no longer alive is stale (the owner was killed) and is taken over.
+A lock of a dead pid on this host is stale (the owner was killed) and is taken over. A
+lock held from another host (a shared filesystem under a cluster) cannot be checked
+from here, so it is honoured until removed.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+
+HOST = socket.gethostname()
 
 
 class RunLockedError(RuntimeError):
@@ -30,20 +35,26 @@ class RunLock:
         self.path = Path(run_dir) / ".lock"
         self.owned = False
 
-    def holder(self) -> int | None:
-        """Pid of a live process holding the lock (other than this one), else None."""
+    def _read(self) -> tuple[str, int]:
         try:
-            pid = int(self.path.read_text().strip() or 0)
+            host, _, pid = self.path.read_text().strip().rpartition(":")
+            return host or HOST, int(pid or 0)
         except (OSError, ValueError):
+            return HOST, 0
+
+    def holder(self) -> str | None:
+        """`host:pid` of another live holder of the lock, else None."""
+        host, pid = self._read()
+        if not pid or (host == HOST and (pid == os.getpid() or not _alive(pid))):
             return None
-        return pid if pid and pid != os.getpid() and _alive(pid) else None
+        return f"{host}:{pid}"
 
     def check(self) -> None:
         """Raise RunLockedError if another live process holds the lock."""
-        if (pid := self.holder()) is not None:
+        if (who := self.holder()) is not None:
             raise RunLockedError(
-                f"{self.path.parent}: in use by process {pid}; wait for it or stop it "
-                "(a lock of a dead process is taken over automatically)")
+                f"{self.path.parent}: in use by process {who.split(':')[-1]} on {who.rsplit(':', 1)[0]};"
+                " wait for it or stop it (a lock of a dead process is taken over automatically)")
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,13 +62,13 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                if self.path.read_text().strip() == str(os.getpid()):
+                if self._read() == (HOST, os.getpid()):
                     return  # this process already holds it
                 self.check()
                 self.path.unlink(missing_ok=True)  # stale: its owner is gone
                 continue
             with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
+                f.write(f"{HOST}:{os.getpid()}")
             self.owned = True
             return
         raise RunLockedError(f"{self.path}: could not take the lock")
