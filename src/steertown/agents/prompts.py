@@ -9,12 +9,13 @@ from __future__ import annotations
 from steertown.agents.profile import Agent
 from steertown.world.town import Town
 
+ACTION_WORDS = ("Move", "Talk", "Work", "Rest")  # single tokens in SmolLM2's vocabulary
 ACTION_FORMAT = (
     "Reply with exactly one line, one of:\n"
-    "MOVE <place>\n"
-    "TALK <name>: <what you say>\n"
-    "WORK: <what you do>\n"
-    "REST"
+    "Move <place>\n"
+    "Talk <name>: <what you say>\n"
+    "Work: <what you do>\n"
+    "Rest"
 )
 
 

@@ -26,6 +26,10 @@ class GenerationRequest:
     # its budget shrinks to the given number of new tokens (a MOVE needs few, a TALK more).
     token_caps: dict[str, int] = field(default_factory=dict)
     stop_at_newline: bool = True  # an action is one line: stop at the first newline after text
+    # Constrained start: the reply's first token must begin one of these words (the action
+    # keywords), so a small model always answers with an action, and steering still
+    # decides which one through the logits.
+    first_words: tuple[str, ...] = ()
 
 
 @dataclass

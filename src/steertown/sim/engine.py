@@ -127,7 +127,8 @@ class Simulation:
             steering=agent.steering(cfg.steering.strength, cfg.steering.enabled),
             max_new_tokens=max_new, seed=derive_seed(cfg.seed, tick, agent.agent_id, kind),
             kind=kind, prefix_key=f"{agent.agent_id}:{kind}", token_caps=caps,
-            stop_at_newline=kind == "action")
+            stop_at_newline=kind == "action",
+            first_words=prompts.ACTION_WORDS if kind == "action" else ())
 
     def _action_requests(self, encounters: list[Encounter], tick: int) -> list[GenerationRequest]:
         if not encounters:

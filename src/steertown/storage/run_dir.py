@@ -18,7 +18,6 @@ import pyarrow.parquet as pq
 
 from steertown.storage import schema
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
