@@ -13,6 +13,7 @@ from model_fixtures import real_cfg, shared_backend
 
 from steertown.inference.backend import GenerationRequest
 from steertown.inference.embedder import HashingEmbedder
+from steertown.inference.prefix_cache import PrefixKVCache
 
 ROWS = [
     ("You are Ana, the town baker.", "You are at the cafe. What do you do?", {"E": 1.0}),
@@ -38,15 +39,18 @@ def decoding(backend):
     """Temporarily change decoding settings on the shared backend."""
     saved = dataclasses.replace(backend.cfg.inference)
     saved_enabled = backend.cfg.steering.enabled
+    saved_prefix = backend.cfg.optimization.prefix_cache
     yield backend.cfg
     backend.cfg.inference = saved
     backend.cfg.steering.enabled = saved_enabled
+    backend.cfg.optimization.prefix_cache = saved_prefix
 
 
 @pytest.mark.model
-@pytest.mark.parametrize("temperature", [0.0, 0.8])
-def test_batch_equals_single(backend, decoding, temperature):
+@pytest.mark.parametrize("temperature,prefix_cache", [(0.0, False), (0.8, True)])
+def test_batch_equals_single(backend, decoding, temperature, prefix_cache):
     decoding.inference.temperature = temperature
+    decoding.optimization.prefix_cache = prefix_cache
     reqs = _requests()
     batch = backend.generate_batch(reqs)
     assert [r.request_id for r in batch] == ["r0", "r1", "r2"]
@@ -56,6 +60,27 @@ def test_batch_equals_single(backend, decoding, temperature):
                                                              alone.tokens_in)
         assert got.tokens_in == backend.count_prompt_tokens(req)
         assert 1 <= got.tokens_out <= req.max_new_tokens
+
+
+@pytest.mark.model
+def test_prefix_cache_state_never_changes_output(backend, decoding):
+    decoding.inference.temperature = 0.8
+    decoding.optimization.prefix_cache = True
+    reqs = _requests(max_new=8)
+    backend.prefix_kv = PrefixKVCache()
+    cold = backend.generate_batch(reqs)
+    assert [r.extra["prefix_cache"] for r in cold] == ["miss"] * 3
+    warm = backend.generate_batch(reqs)
+    assert [r.extra["prefix_cache"] for r in warm] == ["hit"] * 3
+    backend.prefix_kv = PrefixKVCache()
+    backend.generate_batch(reqs[1:2])
+    mixed = backend.generate_batch(reqs)
+    assert [r.extra["prefix_cache"] for r in mixed] == ["miss", "hit", "miss"]
+    # Different steering is a different prefix: never served from another agent's entry.
+    other = backend.generate_batch([dataclasses.replace(reqs[1], steering={"E": -2.0})])[0]
+    assert other.extra["prefix_cache"] == "miss"
+    for a, b, c in zip(cold, warm, mixed, strict=True):
+        assert a.text == b.text == c.text and a.tokens_out == b.tokens_out == c.tokens_out
 
 
 @pytest.mark.model

@@ -25,6 +25,7 @@ import torch
 from steertown.config import TRAITS, RunConfig
 from steertown.inference.backend import GenerationRequest, GenerationResult
 from steertown.inference.model_loading import load_model
+from steertown.inference.prefix_cache import PrefixKVCache, assemble, split_cache_rows
 from steertown.steering.contrast_data import load_contrast_data
 from steertown.steering.hooks import SteeringHooks, decoder_layers
 from steertown.steering.vectors import TraitVectors, load_or_compute
@@ -110,6 +111,8 @@ class TransformersBackend:
         self._pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
         self._newline: dict[int, bool] = {}
         self._prompt_cache: OrderedDict[tuple[str, str], list[int]] = OrderedDict()
+        self._prefix_ids: dict[str, list[int]] = {}
+        self.prefix_kv = PrefixKVCache()
 
     # ----- prompts -----
     def prompt_ids(self, system: str, user: str) -> list[int]:
@@ -217,15 +220,11 @@ class TransformersBackend:
             seen[i, p] = True
         stop_reason = ["length"] * len(requests)
         active = list(range(len(requests)))  # batch position -> request index
-        ids, mask, pos = self._left_pad(prompts)
         t0 = time.perf_counter()
-        self.hooks.set_alphas(alphas)
         try:
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-            cache = out.cache
-            next_pos = pos[:, -1:] + 1
+            logits, cache, mask, next_pos, prefix_state = self._prefill(requests, prompts, alphas)
             while True:
-                last = out.logits[:, -1, :].float().cpu()
+                last = logits.float().cpu()
                 rows = torch.tensor(active)
                 last = apply_repetition_penalty(last, seen[rows], inf.repetition_penalty)
                 chosen = choose_tokens(last, inf.temperature, inf.top_p, [gens[i] for i in active])
@@ -254,6 +253,7 @@ class TransformersBackend:
                 step_ids = torch.tensor(new_tokens, device=self.device)[:, None]
                 out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=next_pos,
                                  cache=cache, use_cache=True)
+                logits = out.logits[:, -1, :]
                 next_pos = next_pos + 1
         finally:
             self.hooks.set_alphas(None)
@@ -267,9 +267,70 @@ class TransformersBackend:
                 request_id=r.request_id, text=text.strip(), tokens_in=len(prompts[i]),
                 tokens_out=len(out_ids[i]),
                 extra={"stop": stop_reason[i], "batch_size": len(requests),
+                       "prefix_cache": prefix_state[i],
                        "batch_seconds": round(elapsed, 4),
                        "alphas": dict(zip(self.traits, alphas[i].tolist(), strict=True))}))
         return results
+
+    def prefix_ids(self, system: str) -> list[int]:
+        """Token ids of the chat-template system block (the reusable prefix)."""
+        ids = self._prefix_ids.get(system)
+        if ids is None:
+            out = self.tokenizer.apply_chat_template(
+                [{"role": "system", "content": system}], add_generation_prompt=False, tokenize=True)
+            ids = self._prefix_ids[system] = list(out["input_ids"] if not isinstance(out, list) else out)
+        return ids
+
+    def _prefill(self, requests: list[GenerationRequest], prompts: list[list[int]],
+                 alphas: torch.Tensor) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor, list[str]]:
+        """Prompt forward pass -> (last logits, KV cache, mask, next positions, prefix state)."""
+        if self.cfg.optimization.prefix_cache:
+            done = self._prefill_two_phase(requests, prompts, alphas)
+            if done is not None:
+                return done
+        ids, mask, pos = self._left_pad(prompts)
+        self.hooks.set_alphas(alphas)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        return out.logits[:, -1, :], out.cache, mask, pos[:, -1:] + 1, ["off"] * len(prompts)
+
+    def _prefill_two_phase(self, requests, prompts, alphas):
+        """Prefix KV from the cache (or one batched pass for the misses), then the rest."""
+        pre = [self.prefix_ids(r.system) for r in requests]
+        if any(len(p) >= len(q) or q[:len(p)] != p for p, q in zip(pre, prompts, strict=True)):
+            return None  # template does not split cleanly: single-phase prefill
+        keys = [PrefixKVCache.key(p, alphas[i]) for i, p in enumerate(pre)]
+        kvs = [self.prefix_kv.get(k) for k in keys]
+        state = ["hit" if kv is not None else "miss" for kv in kvs]
+        todo: dict[tuple, int] = {}
+        for i, kv in enumerate(kvs):
+            if kv is None:
+                todo.setdefault(keys[i], i)
+        if todo:
+            idx = list(todo.values())
+            ids, mask, pos = self._left_pad([pre[i] for i in idx])
+            self.hooks.set_alphas(alphas[idx])
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+            fresh = dict(zip([keys[i] for i in idx],
+                             split_cache_rows(out.cache, [len(pre[i]) for i in idx]), strict=True))
+            for k, kv in fresh.items():
+                self.prefix_kv.put(k, kv)
+            kvs = [kv if kv is not None else fresh[keys[i]] for i, kv in enumerate(kvs)]
+        self.prefix_kv.hits += state.count("hit")
+        self.prefix_kv.misses += state.count("miss")
+        width = max(len(p) for p in pre)
+        rest = [q[len(p):] for p, q in zip(pre, prompts, strict=True)]
+        s_w = max(len(t) for t in rest)
+        cache = assemble(self.model.config, kvs, width)
+        dev = self.device
+        ids = torch.tensor([[self._pad_id] * (s_w - len(t)) + t for t in rest], device=dev)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) + [0] * (s_w - len(t)) + [1] * len(t)
+                             for p, t in zip(pre, rest, strict=True)], device=dev)
+        pos = torch.tensor([[0] * (s_w - len(t)) + list(range(len(p), len(p) + len(t)))
+                            for p, t in zip(pre, rest, strict=True)], device=dev)
+        self.hooks.set_alphas(alphas)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
+                         use_cache=True)
+        return out.logits[:, -1, :], out.cache, mask, pos[:, -1:] + 1, state
 
     def _text(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -287,6 +348,8 @@ class TransformersBackend:
             "unit": {str(k): round(v, 4) for k, v in vec.unit.items()},
             "calibration": vec.meta.get("calibration"),
             "steered_positions": "all (prompt and generated)",
+            "prefix_cache": ("two-phase prefill, per-agent steered prefix KV reused"
+                             if self.cfg.optimization.prefix_cache else "off"),
             "batch_exactness": ("exact (float32)" if lm.dtype == "float32"
                                 else "exact only for equal-length prompts"),
             "sampling": {"temperature": self.cfg.inference.temperature,
