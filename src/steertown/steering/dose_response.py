@@ -57,6 +57,8 @@ class SweepPlan:
     traits: list[str]
     coefficients: list[float]
     items_per_trait: int = 8
+    control_items: int = 4  # situations per trait for random/cross controls (cost: see docs)
+    likert_items: int = 4  # Likert statements per trait (the readout barely moves; see docs)
     n_random: int = 4
     seed: int = 0
     likert: bool = True
@@ -76,7 +78,7 @@ class TraitSweep:
     trait: str
     margin: DoseFit
     likert: DoseFit | None
-    fd_slope: float  # finite-difference margin slope at +-c (same estimator as controls)
+    fd_slope: float  # finite-difference margin slope at +-c on the control items (as randoms)
     random_slopes: list[float]  # random directions' fd slopes on this trait's margin
 
     @property
@@ -136,18 +138,20 @@ def run_sweep(backend: Any, data: ContrastData, plan: SweepPlan,
     tdir = {t: (trait_direction or {}).get(t, t) for t in plan.all_traits}
     c = plan.control_coef
     items = {t: held_out(data, t, plan.items_per_trait) for t in plan.all_traits}
+    ctrl = {t: items[t][0][:plan.control_items] for t in plan.all_traits}
     m_jobs: list[tuple[SituationItem, Steer]] = []
     l_jobs: list[tuple[LikertItem, Steer]] = []
     for t in plan.traits:
         sits, liks = items[t]
         m_jobs += [(it, (tdir[t], k)) for it in sits for k in plan.coefficients]
         if plan.likert:
-            l_jobs += [(it, (tdir[t], k)) for it in liks for k in plan.coefficients]
+            l_jobs += [(it, (tdir[t], k)) for it in liks[:plan.likert_items]
+                       for k in plan.coefficients]
         # Random directions are judged on each swept trait's own readout.
-        m_jobs += [(it, (r, s * c)) for r in rand for it in sits for s in (-1, 1)]
+        m_jobs += [(it, (r, s * c)) for r in rand for it in ctrl[t] for s in (-1, 1)]
     if plan.cross:  # every trait direction on every trait's items at +-c
         m_jobs += [(it, (tdir[i], s * c)) for i in plan.all_traits
-                   for j in plan.all_traits for it in items[j][0] for s in (-1, 1)]
+                   for j in plan.all_traits for it in ctrl[j] for s in (-1, 1)]
     margins = margin_scores(scorer, m_jobs)
     likerts = likert_scores(scorer, l_jobs) if l_jobs else {}
     out: dict[str, TraitSweep] = {}
@@ -158,13 +162,14 @@ def run_sweep(backend: Any, data: ContrastData, plan: SweepPlan,
         lk = None
         if plan.likert and liks:
             lgrid = np.array([[likerts[(it.id, norm_steer((tdir[t], x)))]
-                               for x in plan.coefficients] for it in liks])
+                               for x in plan.coefficients] for it in liks[:plan.likert_items]])
             lk = dose_fit(lgrid, plan.coefficients, plan.n_boot, plan.seed + k)
         out[t] = TraitSweep(t, dose_fit(grid, plan.coefficients, plan.n_boot, plan.seed + k), lk,
-                            _fd(margins, sits, tdir[t], c), [_fd(margins, sits, r, c) for r in rand])
+                            _fd(margins, ctrl[t], tdir[t], c),
+                            [_fd(margins, ctrl[t], r, c) for r in rand])
     cross = {}
     if plan.cross:
-        cross = {i: {j: _fd(margins, items[j][0], tdir[i], c) for j in plan.all_traits}
+        cross = {i: {j: _fd(margins, ctrl[j], tdir[i], c) for j in plan.all_traits}
                  for i in plan.all_traits}
     return SweepResult(out, list(plan.coefficients), c, cross,
                        round(time.perf_counter() - t0, 2), scorer.forward_tokens)

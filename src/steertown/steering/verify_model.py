@@ -44,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
     "min_vs_random": 1.0,  # trait slope / largest random-direction |slope|
     "max_ppl_ratio": 2.0,  # coherence: steered / unsteered perplexity (informative)
     "likert": True,
+    "likert_items": 4,  # Likert statements per trait (2 plain + 2 reverse-keyed)
+    "control_items": 4,  # situations per trait for the random and cross-trait controls
     "cross_trait": True,
     "messages_per_agent": 6,
     "coherence_prompts": 3,
@@ -268,6 +270,8 @@ def run_model_checks(run: RunDir, manifest: dict, backend: Any, vcfg: Any = None
     t0 = time.perf_counter()
     plan = SweepPlan(traits=steered, coefficients=sweep_coefficients(vcfg.coefficients, run_max),
                      items_per_trait=vcfg.items_per_trait, n_random=vcfg.random_directions,
+                     control_items=knob(vcfg, "control_items"),
+                     likert_items=knob(vcfg, "likert_items"),
                      seed=knob(vcfg, "seed"), likert=knob(vcfg, "likert"),
                      cross=knob(vcfg, "cross_trait"), all_traits=list(backend.traits))
     result = run_sweep(backend, load_contrast_data(), plan)
