@@ -183,7 +183,8 @@ def _sweep_layers(args: argparse.Namespace) -> int:
     if getattr(backend, "name", "") == "mock":
         raise ConfigError("--model: the mock backend has no residual stream to sweep")
     result = sweep_layers(backend, sorted(set(args.layers)), list(args.traits), args.items,
-                          args.coefficients, args.random)
+                          args.coefficients, args.random,
+                          progress=lambda line: print(line, flush=True))
     print(format_table(result))
     print("best: " + ", ".join(f"{t} L{b['layer']}" if b.get("layer") else f"{t} none"
                                for t, b in result["best"].items()))

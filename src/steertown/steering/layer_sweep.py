@@ -11,6 +11,7 @@ the control slope. Best layer per trait: among layers whose margin slope has a C
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,11 @@ def layer_directions(backend: Any, layers: list[int], traits: list[str]
 
 def sweep_layers(backend: Any, layers: list[int], traits: list[str], items: int = 6,
                  coefficients: list[float] | None = None, n_random: int = 2,
-                 seed: int = 0) -> dict:
-    """Dose-response per (trait, layer) plus random controls; returns a JSON-able dict."""
+                 seed: int = 0, progress: Callable[[str], None] | None = None) -> dict:
+    """Dose-response per (trait, layer) plus random controls; returns a JSON-able dict.
+
+    `progress` (e.g. print) gets one line per finished layer: a full sweep takes minutes.
+    """
     coefs = sorted({float(c) for c in (coefficients or [-2.0, -1.0, 1.0, 2.0])} | {0.0})
     dirs, vec = layer_directions(backend, layers, traits)
     hidden = backend.model.config.hidden_size
@@ -61,6 +65,10 @@ def sweep_layers(backend: Any, layers: list[int], traits: list[str], items: int 
                          "ci_high": m.ci_high, "r2": m.r2, "rho": m.rho, "fd_slope": r.fd_slope,
                          "random_max": r.random_max, "vs_random": min(r.vs_random, 1e6),
                          "unit": vec.unit[layer]})
+        if progress:
+            progress(f"layer {layer}: " + ", ".join(
+                f"{r['trait']} {r['slope']:+.2f} ({r['vs_random']:.1f}x random)"
+                for r in rows if r["layer"] == layer) + f"  [{res.seconds:.0f} s]")
     return {"layers": layers, "traits": traits, "coefficients": coefs, "items": items,
             "random_directions": n_random, "rows": rows, "best": best_layers(rows),
             "seconds": round(seconds, 1), "vector_file": vec.meta.get("file")}

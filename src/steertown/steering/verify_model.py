@@ -296,7 +296,7 @@ def run_model_checks(run: RunDir, manifest: dict, backend: Any, vcfg: Any = None
                       {"steered": steered, "run_max_alpha": run_max, "sweep": result.to_dict(),
                        "seconds": {k: round(v, 2) for k, v in timings.items()},
                        "layers": list(backend.layers)})
-    checks.append(Check("model.cost", None, False,
+    checks.append(Check("model.cost", True, False,
                         f"model checks took {sum(timings.values()):.0f} s ("
                         + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
                         + f"); {result.forward_tokens} tokens scored in the sweep",
