@@ -98,13 +98,29 @@ def test_steering_changes_output_and_disabled_means_zero(backend, decoding):
 @pytest.mark.model
 def test_per_row_limits_and_action_line_stop(backend, decoding):
     decoding.inference.temperature = 0.8
-    reqs = _requests(kind="action")
+    reqs = [dataclasses.replace(r, stop_at_newline=True) for r in _requests(kind="action")]
     reqs[1] = dataclasses.replace(reqs[1], max_new_tokens=3)
     res = backend.generate_batch(reqs)
     assert res[1].tokens_out <= 3
     for r in res:
         assert "\n" not in r.text
         assert r.extra["stop"] in ("eos", "newline", "length")
+
+
+@pytest.mark.model
+def test_action_keyword_constraint_and_adaptive_caps(backend, decoding):
+    """first_words forces an action keyword as the first token; token_caps then shrink the
+    budget for that action (a Move needs few tokens)."""
+    decoding.inference.temperature = 0.8
+    words = ("Move", "Talk", "Work", "Rest")
+    reqs = [dataclasses.replace(r, first_words=words, token_caps={"MOVE": 2, "REST": 2,
+                                                                   "WORK": 2, "TALK": 2},
+                                max_new_tokens=12)
+            for r in _requests(kind="action")]
+    res = backend.generate_batch(reqs)
+    for r in res:
+        assert r.text.startswith(words), r.text
+        assert r.tokens_out <= 2
 
 
 @pytest.mark.model

@@ -25,7 +25,7 @@ class GenerationRequest:
     # Adaptive limits: once the reply starts with one of these words (case-insensitive),
     # its budget shrinks to the given number of new tokens (a MOVE needs few, a TALK more).
     token_caps: dict[str, int] = field(default_factory=dict)
-    stop_at_newline: bool = True  # an action is one line: stop at the first newline after text
+    stop_at_newline: bool = False  # an action is one line: stop at the first newline after text
     # Constrained start: the reply's first token must begin one of these words (the action
     # keywords), so a small model always answers with an action, and steering still
     # decides which one through the logits.

@@ -13,6 +13,7 @@ from steertown.world.town import Town
 
 ACTION_WORDS = ("MOVE", "TALK", "WORK", "REST")
 _ACTION_RE = re.compile(r"\b(MOVE|TALK|WORK|REST)\b", re.IGNORECASE)
+_START_RE = re.compile(r"(MOVE|TALK|WORK|REST)", re.IGNORECASE)
 _LEAD_RE = re.compile(r"^[\s>*`\"'#:\-]*(?:action\s*[:\-]\s*)?", re.IGNORECASE)
 
 
@@ -28,7 +29,7 @@ class Action:
 def parse_action(reply: str, here: list[str], town: Town) -> Action:
     """Parse the first action in `reply`. `here` = names of the others present."""
     text = _LEAD_RE.sub("", reply.strip())
-    m = _ACTION_RE.search(text)
+    m = _START_RE.match(text) or _ACTION_RE.search(text)  # a reply starts with its keyword
     if not text or not m or m.start() > 40:
         reason = "empty reply" if not text else "no action keyword (MOVE/TALK/WORK/REST)"
         return Action("REST", parsed=False, failure_reason=reason)
