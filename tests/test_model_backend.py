@@ -192,3 +192,26 @@ def test_minilm_similar_closer_than_unrelated():
     assert v.shape == (3, 384) and v.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-4)
     assert v[0] @ v[1] > v[0] @ v[2] + 0.3
+
+
+def test_sampling_is_row_independent():
+    import torch
+
+    from steertown.inference.sampling import apply_repetition_penalty, choose_tokens
+
+    logits = torch.randn(4, 1000, generator=torch.Generator().manual_seed(0)) * 3
+    seen = torch.zeros(4, 1000, dtype=torch.bool)
+    seen[:, :10] = True
+    pen = apply_repetition_penalty(logits, seen, 1.3)
+    assert torch.equal(pen[:, 10:], logits[:, 10:])
+    assert bool((pen[:, :10].abs() >= logits[:, :10].abs() / 1.3 - 1e-6).all())
+
+    def gens():
+        return [torch.Generator().manual_seed(s) for s in (1, 2, 3, 4)]
+
+    batch = choose_tokens(pen, 0.7, 0.9, gens())
+    alone = [choose_tokens(pen[i:i + 1], 0.7, 0.9, [g])[0] for i, g in enumerate(gens())]
+    assert batch == alone
+    assert choose_tokens(pen, 0.0, 0.9, gens()) == pen.argmax(-1).tolist()
+    # top_p tiny -> always the most likely token.
+    assert choose_tokens(pen, 1.0, 1e-6, gens()) == pen.argmax(-1).tolist()

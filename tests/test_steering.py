@@ -108,7 +108,7 @@ def test_heldout_pairs_refused(backend):
 @pytest.mark.model
 def test_hook_adds_alpha_times_v_for_its_row_only(backend):
     tok = backend.tokenizer
-    seqs = [tok("The baker opened the shop early.")["input_ids"],
+    seqs = ["The baker opened the shop early.",
             tok("Rain fell on the quiet town square all afternoon.")["input_ids"],
             tok("Hello there.")["input_ids"]]
     alphas = torch.tensor([[1.0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [-0.5, 0, 0, 2.0, 0]])
