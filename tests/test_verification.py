@@ -81,6 +81,19 @@ def test_mock_backend_skips_model_checks(tmp_path):
     assert "mock backend" in _by_name(report)["model"]["detail"]
 
 
+def test_model_checks_that_crash_fail_the_verdict_with_the_reason(tmp_path):
+    class Broken:
+        name = "transformers"
+
+        @property
+        def traits(self):
+            raise RuntimeError("boom")
+
+    report = verify_run(build_run(tmp_path), backend=Broken())
+    assert report["verdict"] == "FAIL"
+    assert "RuntimeError: boom" in _by_name(report)["model"]["detail"]
+
+
 # ----- statistics and thresholds (no model) -----
 
 
@@ -144,9 +157,9 @@ def backend():
 
 
 def small_vcfg() -> VerificationConfig:
-    v = VerificationConfig(items_per_trait=3, coefficients=[-2.0, 0.0, 2.0], random_directions=1)
+    v = VerificationConfig(items_per_trait=2, coefficients=[-2.0, 0.0, 2.0], random_directions=1)
     v.cross_trait = False  # read with getattr by verify_model (budget knobs)
-    v.likert = True
+    v.likert, v.likert_items, v.control_items = True, 2, 2
     v.coherence_prompts = 1
     v.coherence_tokens = 8
     v.messages_per_agent = 1

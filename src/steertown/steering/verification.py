@@ -55,7 +55,13 @@ def model_checks(run: RunDir, manifest: dict, backend, vcfg=None,
         from steertown.steering.verify_model import run_model_checks
 
         vcfg = vcfg if vcfg is not None else run_verification_config(manifest)
-        return run_model_checks(run, manifest, backend, vcfg, num_files)
+        try:
+            return run_model_checks(run, manifest, backend, vcfg, num_files)
+        except Exception as e:  # noqa: BLE001 - any failure is reported, with its type
+            # Recorded as a failed required check (the report still gets written), not a
+            # crash of the verify stage after a long run.
+            return [Check("model", False, True, "model checks could not run",
+                          detail=f"{type(e).__name__}: {e}")]
     return [Check("model", None, False, "skipped", detail=reason)]
 
 
