@@ -71,6 +71,9 @@ class TransformersBackend:
         self._prompt_cache: OrderedDict[tuple[str, str], list[int]] = OrderedDict()
         self._prefix_ids: dict[str, list[int]] = {}
         self.prefix_kv = PrefixKVCache()
+        head = self.model.get_output_embeddings()
+        # out_features, not weight.shape: a bitsandbytes 4-bit head stores packed weights.
+        self.vocab_size = int(getattr(head, "out_features", 0) or head.weight.shape[0])
 
     # ----- prompts -----
     def prompt_ids(self, system: str, user: str) -> list[int]:
@@ -179,7 +182,7 @@ class TransformersBackend:
         first_ids = [self._first_token_ids(r.first_words) for r in requests]
         caps = [{k.lower(): v for k, v in r.token_caps.items()} for r in requests]
         out_ids: list[list[int]] = [[] for _ in requests]
-        vocab = self.model.get_output_embeddings().weight.shape[0]
+        vocab = self.vocab_size
         seen = torch.zeros(len(requests), vocab, dtype=torch.bool)
         for i, p in enumerate(prompts):
             seen[i, p] = True
@@ -309,7 +312,7 @@ class TransformersBackend:
             return None
         mask = self._first_masks.get(words)
         if mask is None:
-            vocab = self.model.get_output_embeddings().weight.shape[0]
+            vocab = self.vocab_size
             mask = torch.zeros(vocab, dtype=torch.bool)
             for w in words:
                 mask[self.tokenizer(w, add_special_tokens=False)["input_ids"][0]] = True
