@@ -94,9 +94,10 @@ def _convert_bundled(gguf: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to %s (one time, ~15 s)", gguf.name, target)
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                        local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, local_files_only=True)
     # save_pretrained refuses GGUF-quantized models until the quantizer is dropped; the
     # weights are already dequantized to fp32 at this point.
     model.hf_quantizer = None
@@ -190,9 +191,10 @@ def load_model(cfg: RunConfig) -> LoadedModel:
         _warn(notes, "optimization.max_gpu_memory_gb/max_cpu_memory_gb/offload_folder apply "
               "only with a CUDA GPU (accelerate device_map); ignored on CPU")
     try:
-        tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf_file) if gguf_file \
-            else AutoTokenizer.from_pretrained(src)
-        model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
+        # local_files_only: never touch the network, even without HF_HUB_OFFLINE.
+        tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf_file, local_files_only=True) \
+            if gguf_file else AutoTokenizer.from_pretrained(src, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(src, local_files_only=True, **kwargs)
     except OSError as e:
         if os.path.exists(src):
             raise
