@@ -109,18 +109,20 @@ def test_per_row_limits_and_action_line_stop(backend, decoding):
 
 @pytest.mark.model
 def test_action_keyword_constraint_and_adaptive_caps(backend, decoding):
-    """first_words forces an action keyword as the first token; token_caps then shrink the
-    budget for that action (a Move needs few tokens)."""
+    """Options constrain the reply's start: a complete option without ':' ends the reply,
+    one with ':' continues freely; token_caps shrink the budget per action word."""
     decoding.inference.temperature = 0.8
-    words = ("Move", "Talk", "Work", "Rest")
-    reqs = [dataclasses.replace(r, first_words=words, token_caps={"MOVE": 2, "REST": 2,
-                                                                   "WORK": 2, "TALK": 2},
-                                max_new_tokens=12)
+    options = ("Move town_square", "Move park", "Talk Ben:", "Work:", "Rest")
+    reqs = [dataclasses.replace(r, options=options, token_caps={"TALK": 5, "WORK": 5},
+                                max_new_tokens=12, stop_at_newline=True)
             for r in _requests(kind="action")]
     res = backend.generate_batch(reqs)
     for r in res:
-        assert r.text.startswith(words), r.text
-        assert r.tokens_out <= 2
+        assert r.text.startswith(options[:2] + options[4:]) or r.text.startswith(("Talk Ben:", "Work:")), r.text
+        if r.text.startswith(("Move", "Rest")):
+            assert r.text in options and r.extra["stop"] == "option"
+        else:
+            assert r.tokens_out <= 5
 
 
 @pytest.mark.model

@@ -9,7 +9,6 @@ from __future__ import annotations
 from steertown.agents.profile import Agent
 from steertown.world.town import Town
 
-ACTION_WORDS = ("Move", "Talk", "Work", "Rest")  # single tokens in SmolLM2's vocabulary
 ACTION_FORMAT = (
     "Reply with exactly one line, one of:\n"
     "Move <place>\n"
@@ -23,6 +22,17 @@ def persona(agent: Agent) -> str:
     """The stable system prompt of an agent (no trait adjectives)."""
     return (f"You are {agent.name}, who lives in a small town (home: {agent.home}). "
             f"Your goal: {agent.goal}.\n{ACTION_FORMAT}")
+
+
+def action_options(agent: Agent, town: Town, others: list[str]) -> tuple[str, ...]:
+    """The replies the world allows here (the backend constrains the reply's start to them).
+
+    Capitalised keywords are single tokens in SmolLM2's vocabulary.
+    """
+    places = town.public_neighbours(agent.location)
+    if agent.home in town.neighbours(agent.location):
+        places.append(agent.home)
+    return (*(f"Move {p}" for p in places), *(f"Talk {o}:" for o in others), "Work:", "Rest")
 
 
 def action_prompt(agent: Agent, town: Town, others: list[str], transcript: list[str],

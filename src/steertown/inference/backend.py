@@ -26,10 +26,10 @@ class GenerationRequest:
     # its budget shrinks to the given number of new tokens (a MOVE needs few, a TALK more).
     token_caps: dict[str, int] = field(default_factory=dict)
     stop_at_newline: bool = False  # an action is one line: stop at the first newline after text
-    # Constrained start: the reply's first token must begin one of these words (the action
-    # keywords), so a small model always answers with an action, and steering still
-    # decides which one through the logits.
-    first_words: tuple[str, ...] = ()
+    # Constrained start (see inference.constrained): the reply must begin with one of these
+    # options, e.g. ("Move park", "Talk Ben:", "Work:", "Rest"); free text follows an
+    # option ending in ':', any other option ends the reply. Empty = unconstrained.
+    options: tuple[str, ...] = ()
 
 
 @dataclass

@@ -24,6 +24,7 @@ import torch
 
 from steertown.config import TRAITS, RunConfig
 from steertown.inference.backend import GenerationRequest, GenerationResult
+from steertown.inference.constrained import OptionTrie
 from steertown.inference.model_loading import load_model
 from steertown.inference.prefix_cache import PrefixKVCache, assemble, split_cache_rows
 from steertown.inference.sampling import apply_repetition_penalty, choose_tokens
@@ -67,7 +68,7 @@ class TransformersBackend:
                           if isinstance(i, int) and i >= 0}
         self._pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
         self._newline: dict[int, bool] = {}
-        self._first_masks: dict[tuple[str, ...], torch.Tensor] = {}
+        self._tries: dict[tuple[str, ...], OptionTrie] = {}
         self._prompt_cache: OrderedDict[tuple[str, str], list[int]] = OrderedDict()
         self._prefix_ids: dict[str, list[int]] = {}
         self.prefix_kv = PrefixKVCache()
@@ -179,7 +180,8 @@ class TransformersBackend:
         limits = [max(1, int(r.max_new_tokens)) for r in requests]
         # Stop at the end of the action line (first newline after some content).
         line_stop = [inf.adaptive_tokens and r.stop_at_newline for r in requests]
-        first_ids = [self._first_token_ids(r.first_words) for r in requests]
+        tries = [self._trie(r.options) for r in requests]
+        nodes = [t.root if t is not None else None for t in tries]  # None = free text
         caps = [{k.lower(): v for k, v in r.token_caps.items()} for r in requests]
         out_ids: list[list[int]] = [[] for _ in requests]
         vocab = self.vocab_size
@@ -196,17 +198,22 @@ class TransformersBackend:
                 rows = torch.tensor(active)
                 last = apply_repetition_penalty(last, seen[rows], inf.repetition_penalty)
                 for b, i in enumerate(active):
-                    if first_ids[i] is not None and not out_ids[i]:
-                        last[b] = last[b].masked_fill(~first_ids[i], float("-inf"))
+                    if nodes[i] is not None:
+                        last[b] = last[b].masked_fill(~tries[i].allowed(nodes[i]), float("-inf"))
                 chosen = choose_tokens(last, inf.temperature, inf.top_p, [gens[i] for i in active])
                 new_tokens, keep = [], []
                 for b, (i, tok) in enumerate(zip(active, chosen, strict=True)):
                     out_ids[i].append(tok)
                     seen[i, tok] = True
+                    option = None
+                    if nodes[i] is not None:
+                        nodes[i], option = OptionTrie.advance(nodes[i], tok)
                     if caps[i] and len(out_ids[i]) == 1:  # adaptive limit by action word
                         word = self._text(out_ids[i]).strip().strip(":").lower()
                         limits[i] = min(limits[i], caps[i].get(word, limits[i]))
-                    if tok in self._stop_ids:
+                    if option is not None and not OptionTrie.continues(option):
+                        stop_reason[i] = "option"
+                    elif tok in self._stop_ids:
                         stop_reason[i] = "eos"
                     elif line_stop[i] and self._has_newline(tok) and self._text(out_ids[i]).strip():
                         stop_reason[i] = "newline"
@@ -306,18 +313,17 @@ class TransformersBackend:
                          use_cache=True)
         return out.logits[:, -1, :], out.cache, mask, pos[:, -1:] + 1, state
 
-    def _first_token_ids(self, words: tuple[str, ...]) -> torch.Tensor | None:
-        """Vocabulary mask of the first tokens of `words` (None = unconstrained)."""
-        if not words:
+    def _trie(self, options: tuple[str, ...]) -> OptionTrie | None:
+        """The (cached) option trie of a request; None when unconstrained."""
+        if not options:
             return None
-        mask = self._first_masks.get(words)
-        if mask is None:
-            vocab = self.vocab_size
-            mask = torch.zeros(vocab, dtype=torch.bool)
-            for w in words:
-                mask[self.tokenizer(w, add_special_tokens=False)["input_ids"][0]] = True
-            self._first_masks[words] = mask
-        return mask
+        trie = self._tries.get(options)
+        if trie is None:
+            if len(self._tries) > 4096:
+                self._tries.clear()
+            vocab = self.model.get_output_embeddings().weight.shape[0]
+            trie = self._tries[options] = OptionTrie(options, self.tokenizer, vocab)
+        return trie
 
     def _text(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -115,7 +115,7 @@ class Simulation:
         return result
 
     def _request(self, request_id: str, agent: Agent, kind: str, system: str, user: str,
-                 tick: int, max_new: int) -> GenerationRequest:
+                 tick: int, max_new: int, options: tuple[str, ...] = ()) -> GenerationRequest:
         cfg = self.cfg
         caps = {}
         if cfg.inference.adaptive_tokens and kind == "action":
@@ -127,8 +127,7 @@ class Simulation:
             steering=agent.steering(cfg.steering.strength, cfg.steering.enabled),
             max_new_tokens=max_new, seed=derive_seed(cfg.seed, tick, agent.agent_id, kind),
             kind=kind, prefix_key=f"{agent.agent_id}:{kind}", token_caps=caps,
-            stop_at_newline=kind == "action",
-            first_words=prompts.ACTION_WORDS if kind == "action" else ())
+            stop_at_newline=kind == "action", options=options)
 
     def _action_requests(self, encounters: list[Encounter], tick: int) -> list[GenerationRequest]:
         if not encounters:
@@ -141,12 +140,14 @@ class Simulation:
         out = []
         for i, (agent, enc) in enumerate(zip(actors, encounters, strict=True)):
             mems = self.memories[agent.agent_id].retrieve(q[i], tick, self.cfg.memory.retrieve_k)
-            user = prompts.action_prompt(
-                agent, self.town, [self.name_of[o] for o in enc.others],
-                list(self.transcripts.get(enc.location, ())), [m.text for m in mems], tick)
+            others = [self.name_of[o] for o in enc.others]
+            user = prompts.action_prompt(agent, self.town, others,
+                                         list(self.transcripts.get(enc.location, ())),
+                                         [m.text for m in mems], tick)
             out.append(self._request(f"a{tick}-{enc.event_id}", agent, "action",
                                      prompts.persona(agent), user, tick,
-                                     self.cfg.inference.max_new_tokens))
+                                     self.cfg.inference.max_new_tokens,
+                                     prompts.action_options(agent, self.town, others)))
         return out
 
     def _due_reflections(self, tick: int) -> list[Agent]:
