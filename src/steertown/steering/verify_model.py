@@ -42,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "min_margin_slope": 0.0,  # 95% CI lower bound of the margin slope must exceed this
     "min_dose_rho": 0.8,  # Spearman of coefficient vs item-mean margin (monotone curve)
     "min_vs_random": 1.0,  # trait slope / largest random-direction |slope|
-    "max_ppl_ratio": 2.0,  # coherence: steered / unsteered perplexity (informative)
+    "max_ppl_ratio": 3.0,  # coherence: steered / unsteered perplexity (informative)
     "likert": True,
     "likert_items": 4,  # Likert statements per trait (2 plain + 2 reverse-keyed)
     "control_items": 4,  # situations per trait for the random and cross-trait controls
