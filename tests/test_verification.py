@@ -208,8 +208,38 @@ def test_verify_run_with_the_model_small_budget(tmp_path, backend):
         assert "inrun." + t in checks  # informative with 4 agents
     assert "control.coherence" in checks and "control.random_directions" in checks
     assert checks["dose.margin.E"]["data"]["slope"] > 0
+    for line in (run / "verification" / "report.md").read_text().splitlines():
+        if line.startswith("| "):  # figures contain |x|: escaped, so 4 columns stay 4
+            assert line.replace("\\|", "").count("|") == 5, line
     saved = json.loads((run / "verification" / "model_checks.json").read_text())
     assert saved["sweep"]["coefficients"] == [-2.0, 0.0, 2.0]  # covers the run's 0.9
     for c in report["checks"]:  # model checks log flat numbers (MLflow metrics)
         if c["name"].split(".")[0] in ("mechanistic", "dose", "control", "inrun", "model"):
             assert all(isinstance(v, int | float) for v in c["data"].values()), c["name"]
+
+
+def test_best_layer_is_the_largest_gated_slope():
+    from steertown.steering.layer_sweep import best_layers
+
+    def row(layer, slope, ci_low=0.1, rho=1.0, vs=3.0):
+        return {"trait": "E", "layer": layer, "slope": slope, "ci_low": ci_low, "rho": rho,
+                "vs_random": vs, "r2": 0.9}
+
+    rows = [row(8, 0.3), row(12, 0.9, ci_low=-0.1), row(16, 0.6), row(20, 0.8, vs=0.9),
+            row(24, 0.5, rho=0.5)]
+    assert best_layers(rows)["E"]["layer"] == 16  # 12: CI crosses 0; 20: a random beats it
+    assert best_layers([row(8, 0.3, ci_low=-1)])["E"]["layer"] is None
+
+
+@pytest.mark.model
+def test_sweep_layers_cli_writes_table_and_json(tmp_path, capsys):
+    from steertown.cli import main
+
+    out = tmp_path / "sweep.json"
+    assert main(["sweep-layers", "--layers", "16", "--traits", "E", "--items", "2",
+                 "--coefficients", "-2", "2", "--random", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [(r["trait"], r["layer"]) for r in result["rows"]] == [("E", 16)]
+    assert result["rows"][0]["slope"] > 0
+    assert "| E | 16 |" in out.with_suffix(".md").read_text()
+    assert "best:" in capsys.readouterr().out

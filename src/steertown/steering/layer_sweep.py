@@ -4,8 +4,8 @@ Vectors for every layer come from one `load_or_compute` call with the whole laye
 (one cached file). Each (trait, layer) is steered alone at that layer with the run
 calibration (alpha = 1 adds `unit[layer]` = 0.15 x the layer's median token norm), so
 slopes are comparable across layers. Per layer, random directions of the same norm give
-the control slope. Best layer per trait: among layers whose margin slope has a CI above
-0 and a monotone curve, the largest trait/random slope ratio (ties: larger R^2).
+the control slope. Best layer per trait: the largest margin slope among layers whose
+slope CI is above 0, curve monotone and slope above every random direction's.
 """
 
 from __future__ import annotations
@@ -74,14 +74,24 @@ def sweep_layers(backend: Any, layers: list[int], traits: list[str], items: int 
             "seconds": round(seconds, 1), "vector_file": vec.meta.get("file")}
 
 
-def best_layers(rows: list[dict]) -> dict[str, dict]:
-    """Per trait, the best layer (see module doc), or None when no layer qualifies."""
+def best_layers(rows: list[dict], min_rho: float = 0.8, min_vs_random: float = 1.0
+                ) -> dict[str, dict]:
+    """Per trait, the layer with the largest margin slope among those that pass the gate
+    (slope CI above 0, monotone, beats every random direction); None when none passes.
+
+    Slopes are comparable across layers because alpha = 1 is the same fraction of each
+    layer's median norm. The trait/random ratio only gates: with a couple of random
+    directions it is too noisy to rank by (one near-zero random slope makes it huge).
+    """
     best: dict[str, dict] = {}
     for t in dict.fromkeys(r["trait"] for r in rows):
-        ok = [r for r in rows if r["trait"] == t and r["ci_low"] > 0 and r["rho"] >= 0.8]
-        pick = max(ok, key=lambda r: (r["vs_random"], r["r2"]), default=None)
-        best[t] = ({"layer": pick["layer"], "slope": pick["slope"], "vs_random": pick["vs_random"],
-                    "r2": pick["r2"]} if pick else {"layer": None})
+        ok = sorted((r for r in rows if r["trait"] == t and r["ci_low"] > 0
+                     and r["rho"] >= min_rho and r["vs_random"] > min_vs_random),
+                    key=lambda r: (r["slope"], r["r2"]), reverse=True)
+        best[t] = ({"layer": ok[0]["layer"], "slope": ok[0]["slope"],
+                    "vs_random": ok[0]["vs_random"], "r2": ok[0]["r2"],
+                    "runner_up": ok[1]["layer"] if len(ok) > 1 else None}
+                   if ok else {"layer": None})
     return best
 
 

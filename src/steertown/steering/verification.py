@@ -79,5 +79,6 @@ def format_markdown(report: dict) -> str:
     for c in report["checks"]:
         res = "skip" if c["passed"] is None else ("pass" if c["passed"] else "FAIL")
         fig = c["figure"] + (f" ({c['detail']})" if c.get("detail") else "")
+        fig = fig.replace("|", "\\|")  # figures say |slope|: keep the table intact
         lines.append(f"| {c['name']} | {res} | {'yes' if c['required'] else 'no'} | {fig} |")
     return "\n".join(lines) + "\n"
