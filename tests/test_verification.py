@@ -232,6 +232,7 @@ def test_best_layer_is_the_largest_gated_slope():
 
 
 @pytest.mark.model
+@pytest.mark.filterwarnings("ignore:optimization.use_quantization")
 def test_sweep_layers_cli_writes_table_and_json(tmp_path, capsys):
     from steertown.cli import main
 
