@@ -99,14 +99,14 @@ def test_kill_minus_9_then_resume_gives_identical_rows_mock(tmp_path, seed):
 @pytest.mark.model
 @pytest.mark.slow
 def test_kill_then_resume_is_exact_on_the_real_model_with_sampling(tmp_path):
-    over = dict(model={"name": "smollm2"}, population=4, steps=6, checkpoint_every=2,
+    over = dict(model={"name": "smollm2", "num_threads": 1}, population=4, steps=6, checkpoint_every=2,
                 max_events_per_tick=3, inference={"max_new_tokens": 8, "temperature": 0.8},
                 optimization={"reflect_every_n_ticks": 3, "batch_size": 4})
     ref = write_config(tmp_path, "ref", **over)
     assert run_driver(ref).returncode == 0
     cfg = write_config(tmp_path, "victim", **over)
     run_dir = tmp_path / "dumps" / "victim"
-    assert kill_at_random(cfg, run_dir, random.Random(4), 5) or True
+    assert kill_at_random(cfg, run_dir, random.Random(4), 5)
     r = run_driver(cfg)
     assert r.returncode == 0, r.stderr
     assert_same_run(tmp_path / "dumps" / "ref", run_dir)
