@@ -111,6 +111,19 @@ def test_spearman_and_dose_fit():
     assert flat.ci_low < 0 < flat.ci_high  # no dose-response: CI straddles 0
 
 
+def test_verification_items_are_held_out():
+    from steertown.steering.contrast_data import load_contrast_data
+    from steertown.steering.dose_response import held_out
+
+    data = load_contrast_data()
+    train_text = {x for p in data.train_pairs() for x in (p.high, p.low, p.user)}
+    for t in "EACON":
+        sits, liks = held_out(data, t, 8)
+        assert sits and liks and all(s.trait == t for s in sits)
+        assert not {x for s in sits for x in (s.situation, s.high, s.low)} & train_text
+        assert not {q.statement for q in liks} & train_text
+
+
 def test_sweep_covers_the_runs_strength():
     assert sweep_coefficients([-1, 1], 0.5) == [-1.0, 0.0, 1.0]
     assert sweep_coefficients([-1, 0, 1], 2.5) == [-2.5, -1.0, 0.0, 1.0, 2.5]
