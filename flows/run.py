@@ -63,6 +63,10 @@ def main(cfg: DictConfig) -> None:
     data = OmegaConf.to_container(cfg, resolve=True)
     try:  # user mistakes stop here, before Prefect starts or anything is written
         run_cfg = load_config(data)
+        if run_cfg.model.name != "mock":  # torch is imported only for real models
+            from steertown.inference.model_loading import check_model_config
+
+            check_model_config(run_cfg)
         run, manifest = check_run(run_cfg)
         RunLock(run.path).check()
     except (*USER_ERRORS, RunLockedError) as e:

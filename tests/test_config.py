@@ -114,6 +114,9 @@ def run_cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     (["+arm=fast", "layers=[99]"], "layers[0]: 99 is out of range"),
     (["+arm=fast", "run_id=../x"], "run_id"),
     (["+arm=fast", "bogus=1"], "bogus"),
+    (["+arm=fast", "model.name_or_path=/no/such/model"], "model.name_or_path: /no/such/model does not exist"),
+    (["+arm=fast", "model.device=cuda:63"], "model.device: cuda:63 requested"),
+    (["+arm=fast", "optimization.num_gpus=2", "model.device=cpu"], "optimization.num_gpus: 2 replicas"),
 ])
 def test_entry_point_rejects_bad_input_with_exit_2(args, needle, tmp_path):
     r = run_cli(*args, f"storage_dir={tmp_path}") if "bogus=1" not in args else run_cli(*args)

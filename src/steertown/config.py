@@ -72,6 +72,7 @@ class OptimizationConfig:
     max_cpu_memory_gb: float | None = None
     offload_folder: str | None = None
     prefix_cache: bool = True
+    num_gpus: int = 1  # > 1: one model replica per GPU, each tick's rows sharded across them
 
 
 @dataclass
@@ -243,8 +244,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(cfg.model.name in MODELS, "model.name", " | ".join(MODELS), cfg.model.name)
     _check(cfg.model.dtype in ("auto", "float32", "bfloat16", "float16"), "model.dtype",
            "auto | float32 | bfloat16 | float16", cfg.model.dtype)
-    _check(cfg.model.device in ("auto", "cpu", "cuda"), "model.device", "auto | cpu | cuda",
-           cfg.model.device)
+    _check(bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.model.device)), "model.device",
+           "auto | cpu | cuda | cuda:<index>", cfg.model.device)
     _check(cfg.model.num_layers >= 1, "model.num_layers", "an integer >= 1", cfg.model.num_layers)
     _check(cfg.model.num_threads >= 0, "model.num_threads", "an integer >= 0",
            cfg.model.num_threads)
@@ -279,6 +280,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(op.reflect_every_n_ticks >= 1, "optimization.reflect_every_n_ticks",
            "an integer >= 1", op.reflect_every_n_ticks)
     _check(1 <= op.batch_size <= 1024, "optimization.batch_size", "1..1024", op.batch_size)
+    _check(1 <= op.num_gpus <= 64, "optimization.num_gpus", "1..64", op.num_gpus)
     for key in ("max_gpu_memory_gb", "max_cpu_memory_gb"):
         v = getattr(op, key)
         _check(v is None or (math.isfinite(v) and v > 0), f"optimization.{key}",

@@ -15,9 +15,17 @@ def make_backend(cfg: RunConfig) -> Backend:
         from steertown.inference.mock import MockBackend
 
         return MockBackend(cfg.layers)
-    from steertown.inference.transformers_backend import TransformersBackend
+    from dataclasses import replace
 
-    return TransformersBackend(cfg)
+    from steertown.inference.transformers_backend import TransformersBackend
+    from steertown.sharding import make_sharded, plan_replicas
+
+    if cfg.optimization.num_gpus == 1:
+        return TransformersBackend(cfg)
+    # Multi-GPU: one replica per GPU; each batch is split across them and merged in order.
+    return make_sharded(
+        lambda device: TransformersBackend(replace(cfg, model=replace(cfg.model, device=device))),
+        plan_replicas(cfg.optimization.num_gpus), policy="balanced")
 
 
 def backend_key(cfg: RunConfig) -> str:

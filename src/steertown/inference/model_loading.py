@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from steertown.config import RunConfig
+from steertown.config import ConfigError, RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +68,40 @@ def bundled_gguf_path() -> Path:
 
 
 def resolve_device(name: str) -> str:
-    """`auto` -> cuda when a CUDA GPU is visible, else cpu; `cuda` without a GPU -> error."""
+    """`auto` -> cuda when a CUDA GPU is visible, else cpu; `cuda[:i]` without it -> error."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("model.device: cuda requested but no CUDA GPU is visible; use auto or cpu")
+    if name.startswith("cuda"):
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"model.device: {name} requested but {torch.cuda.device_count()} "
+                              "CUDA GPU(s) are visible; use auto or cpu")
     return name
+
+
+def check_model_config(cfg: RunConfig) -> None:
+    """Fail fast, before a run starts, on a missing model path or an absent GPU."""
+    if cfg.model.name == "mock":
+        return
+    resolve_device(cfg.model.device)
+    if cfg.optimization.num_gpus > 1 and torch.cuda.device_count() < cfg.optimization.num_gpus:
+        raise ConfigError(f"optimization.num_gpus: {cfg.optimization.num_gpus} replicas need as "
+                          f"many GPUs; {torch.cuda.device_count()} visible")
+    path = cfg.model.name_or_path
+    if path is None:
+        if cfg.model.name == "hf":
+            raise ConfigError("model.name_or_path: model.name=hf needs a local HF directory or hub id")
+        bundled_gguf_path()
+        return
+    p = Path(path).expanduser()
+    if not (p.exists() or (_HUB_ID.match(path) and not path.startswith("."))):
+        raise FileNotFoundError(f"model.name_or_path: {path} does not exist")
 
 
 def resolve_dtype(name: str, device: str) -> torch.dtype:
     """`auto` -> float32 on CPU (batch == single exactly), float16 on CUDA."""
     if name == "auto":
-        return torch.float16 if device == "cuda" else torch.float32
+        return torch.float16 if device.startswith("cuda") else torch.float32
     return _DTYPES[name]
 
 
@@ -127,7 +149,7 @@ def _locate(cfg: RunConfig) -> tuple[str, str, str | None, bool]:
     path = cfg.model.name_or_path
     if path is None:
         if cfg.model.name == "hf":
-            raise FileNotFoundError("model.name=hf needs model.name_or_path (a local HF directory)")
+            raise ConfigError("model.name_or_path: model.name=hf needs a local HF directory or hub id")
         target = Path(cfg.model.cache_dir) / BUNDLED_CACHE_NAME
         from_cache = (target / _COMPLETE_MARKER).exists()
         if not from_cache:
@@ -164,7 +186,7 @@ def load_model(cfg: RunConfig) -> LoadedModel:
     quant = "none"
     op = cfg.optimization
     if op.use_quantization:
-        if device == "cuda":
+        if device.startswith("cuda"):
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -174,8 +196,9 @@ def load_model(cfg: RunConfig) -> LoadedModel:
             _warn(notes, "optimization.use_quantization: no CUDA GPU, loading full precision "
                   "(bitsandbytes 4-bit on CPU measured 2-4x slower than fp32)")
     wants_map = op.max_gpu_memory_gb or op.max_cpu_memory_gb or op.offload_folder
-    if device == "cuda" and (wants_map or quant != "none"):
-        kwargs["device_map"] = "auto"
+    if device.startswith("cuda") and (wants_map or quant != "none"):
+        # A replica pinned to one GPU (optimization.num_gpus) keeps all its layers there.
+        kwargs["device_map"] = {"": int(device.split(":")[1])} if ":" in device else "auto"
         max_memory: dict[Any, str] = {}
         if op.max_gpu_memory_gb:
             for i in range(torch.cuda.device_count()):
