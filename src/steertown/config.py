@@ -47,8 +47,10 @@ class InferenceConfig:
     top_p: float = 0.9
     repetition_penalty: float = 1.1
     adaptive_tokens: bool = True  # per-action token caps + stop at end of action
+    # REFLECT 32: a plan is "one or two sentences" and is cut to 300 characters anyway;
+    # uncapped reflections ran to 48 tokens and were over half of a run's decode steps.
     max_new_tokens_by_action: dict[str, int] = field(
-        default_factory=lambda: {"MOVE": 16, "WORK": 24, "REST": 12}
+        default_factory=lambda: {"MOVE": 16, "WORK": 24, "REST": 12, "REFLECT": 32}
     )
 
 

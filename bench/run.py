@@ -1,0 +1,499 @@
+"""steertown benchmark: `make bench` (quick, a few minutes), `make bench ARGS=--full`.
+
+A fixed workload (the generation requests of a few ticks of a seeded fast-arm run,
+recorded once to bench/workload.json with `--record`) is replayed through:
+
+1. the model's own ceiling: HF `model.generate` on the same prompts, batched, greedy,
+   no steering, no per-row logic;
+2. the engine's batching with batch size 1 (the sequential loop);
+3. the engine's batching (length-sorted batches of `optimization.batch_size`);
+4. each lever on/off: prefix KV cache, adaptive tokens/options, dtype, threads, batch size;
+5. scaling series: events per tick (real model, whole ticks) and population (mock backend).
+
+It also runs whole ticks of the simulation with per-stage timers (model, embedding,
+everything else in the tick, parquet writes, checkpoints). All comparisons run side by
+side in one process, so machine load affects both sides alike: read ratios, not seconds.
+Results: a table on stdout and bench/RESULTS.md (the measured part between markers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))
+
+from flows.compose import compose_run  # noqa: E402  (sets the offline environment first)
+from steertown.config import RunConfig, load_config  # noqa: E402
+from steertown.inference.backend import GenerationRequest  # noqa: E402
+from steertown.inference.batching import BatchStats, generate_all  # noqa: E402
+
+WORKLOAD = ROOT / "bench" / "workload.json"
+RESULTS = ROOT / "bench" / "RESULTS.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+Ticks = list[list[GenerationRequest]]
+
+
+# ----- configuration and workload ------------------------------------------------------
+def fast_config(overrides: list[str] | None = None, tmp: str | None = None) -> RunConfig:
+    """The fast arm exactly as `flows/run.py +arm=fast` composes it, plus `overrides`."""
+    over = ["live=false", "tracking.enabled=false", "verification.enabled=false",
+            *(overrides or [])]
+    if tmp:
+        over += [f"storage_dir={tmp}/dumps", f"reports_dir={tmp}/reports"]
+    data = compose_run("fast", 0, over)
+    data.pop("hydra", None)
+    return load_config(data)
+
+
+def record_workload(cfg: RunConfig, ticks: int, path: Path) -> Ticks:
+    """Run `ticks` ticks of a seeded simulation and save every tick's requests to `path`."""
+    from steertown.inference import get_backend, get_embedder
+    from steertown.sim.engine import Simulation
+
+    backend = get_backend(cfg)
+    recorded: Ticks = []
+    real = backend.generate_batch
+
+    def recording(batch: list[GenerationRequest]):
+        recorded[-1].extend(batch)
+        return real(batch)
+
+    sim = Simulation(cfg, backend, get_embedder(cfg.memory.embedder), "bench-record")
+    backend.generate_batch = recording  # type: ignore[method-assign]
+    try:
+        for t in range(1, ticks + 1):
+            recorded.append([])
+            sim.run_tick(t)
+    finally:
+        del backend.generate_batch  # back to the class method
+    # generate_all sorts by length; store each tick in request-id order (stable replay).
+    recorded = [sorted(reqs, key=lambda r: r.request_id) for reqs in recorded]
+    path.write_text(json.dumps({
+        "about": "generation requests of a seeded fast-arm run (bench/run.py --record)",
+        "model": cfg.model.name, "seed": cfg.seed, "population": cfg.population,
+        "max_events_per_tick": cfg.max_events_per_tick,
+        "ticks": [[dataclasses.asdict(r) for r in reqs] for reqs in recorded]}, indent=1))
+    return recorded
+
+
+def load_workload(path: Path) -> Ticks:
+    data = json.loads(path.read_text())
+    out = []
+    for reqs in data["ticks"]:
+        out.append([GenerationRequest(**{**r, "options": tuple(r.get("options", ()))})
+                    for r in reqs])
+    return out
+
+
+# ----- measurement helpers ---------------------------------------------------------------
+def rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    """Current resident memory (MB), from /proc (peak RSS never goes down)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return rss_mb()
+
+
+def replay(backend, ticks: Ticks, batch_size: int) -> tuple[dict[str, str], float, int]:
+    """Generate every tick's requests through the engine's batching: (texts, seconds, tokens)."""
+    texts: dict[str, str] = {}
+    tokens = 0
+    t0 = time.perf_counter()
+    for reqs in ticks:
+        size = batch_size if batch_size > 0 else max(1, len(reqs))  # 0 = the whole tick
+        for g in generate_all(backend, reqs, size, BatchStats()):
+            texts[g.request_id] = g.text
+            tokens += g.tokens_out
+    return texts, time.perf_counter() - t0, tokens
+
+
+def hf_generate(backend, ticks: Ticks, batch_size: int) -> tuple[float, int]:
+    """The ceiling: HF `generate` on the same prompts, greedy, unsteered, fixed length."""
+    import torch
+
+    model, tok = backend.model, backend.tokenizer
+    seconds, tokens = 0.0, 0
+    for reqs in ticks:
+        prompts = sorted((backend.prompt_ids(r.system, r.user) for r in reqs), key=len)
+        for i in range(0, len(prompts), batch_size):
+            ids, mask, _ = backend._left_pad(prompts[i:i + batch_size])
+            n_new = max(r.max_new_tokens for r in reqs)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n_new,
+                                     min_new_tokens=n_new, do_sample=False,
+                                     pad_token_id=tok.pad_token_id or 0)
+            seconds += time.perf_counter() - t0
+            tokens += (out.shape[1] - ids.shape[1]) * ids.shape[0]
+    return seconds, tokens
+
+
+def warm_prefixes(backend, ticks: Ticks) -> None:
+    """Fill the prefix KV cache for the workload's agents (a run's steady state)."""
+    if getattr(backend, "prefix_kv", None) is None:
+        return
+    seen: dict[tuple, GenerationRequest] = {}
+    for reqs in ticks:
+        for r in reqs:
+            seen.setdefault((r.system, tuple(sorted(r.steering.items()))), r)
+    warm = [dataclasses.replace(r, max_new_tokens=1, options=(), token_caps={})
+            for r in seen.values()]
+    generate_all(backend, warm, 16)
+
+
+def with_cfg(backend, cfg: RunConfig) -> Any:
+    """Point a loaded backend at another config (levers read it at call time)."""
+    backend.cfg = cfg
+    return backend
+
+
+def unconstrained(ticks: Ticks) -> Ticks:
+    """The workload without adaptive caps and options (every reply may use max tokens)."""
+    return [[dataclasses.replace(r, options=(), token_caps={}, stop_at_newline=False)
+             for r in reqs] for reqs in ticks]
+
+
+class TimedEmbedder:
+    """Wraps an embedder and accumulates its seconds."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.seconds = 0.0
+        self.calls = 0
+
+    def embed(self, texts: list[str]):
+        t0 = time.perf_counter()
+        try:
+            return self.inner.embed(texts)
+        finally:
+            self.seconds += time.perf_counter() - t0
+            self.calls += 1
+
+
+def simulate(cfg: RunConfig, backend, embedder, ticks: int, run_dir: Path,
+             checkpoint_every: int = 10) -> dict[str, Any]:
+    """Whole ticks with per-stage timers; writes parquet ticks and checkpoints like a run."""
+    from steertown.sim.checkpoint import save_checkpoint
+    from steertown.sim.engine import Simulation
+    from steertown.storage.run_dir import RunDir
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = RunDir(run_dir)
+    emb = TimedEmbedder(embedder)
+    sim = Simulation(cfg, backend, emb, run_dir.name)
+    emb.seconds = 0.0
+    stages = {"model": 0.0, "embedding": 0.0, "tick other": 0.0, "parquet": 0.0,
+              "checkpoint": 0.0}
+    rss, events, requests = [], 0, 0
+    t_all = time.perf_counter()
+    for t in range(1, ticks + 1):
+        e0 = emb.seconds
+        res = sim.run_tick(t)
+        row = res.ticks[0]
+        stages["model"] += row["model_seconds"]
+        stages["embedding"] += emb.seconds - e0
+        stages["tick other"] += row["other_seconds"] - (emb.seconds - e0)
+        events += row["events"]
+        requests += row["events"] + row["reflections"]
+        t0 = time.perf_counter()
+        run.write_tick(t, res.rows())
+        stages["parquet"] += time.perf_counter() - t0
+        if t % checkpoint_every == 0 or t == ticks:
+            t0 = time.perf_counter()
+            save_checkpoint(sim, run, 3)
+            stages["checkpoint"] += time.perf_counter() - t0
+        rss.append(current_rss_mb())
+    total = time.perf_counter() - t_all
+    return {"seconds": total, "stages": stages, "events": events, "requests": requests,
+            "rss_mb": rss, "ticks": ticks}
+
+
+# ----- the benchmark -------------------------------------------------------------------
+class Table:
+    """Rows of (section, name, seconds, ratio, note); printed and written as markdown."""
+
+    COLUMNS = ("section", "measurement", "seconds", "ratio", "note")
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, section: str, name: str, seconds: float | None, ratio: float | None = None,
+            note: str = "") -> None:
+        row = {"section": section, "measurement": name,
+               "seconds": None if seconds is None else round(seconds, 3),
+               "ratio": None if ratio is None else round(ratio, 2), "note": note}
+        self.rows.append(row)
+        print(f"  {section:<10} {name:<46} "
+              f"{'' if seconds is None else f'{seconds:9.2f}s'} "
+              f"{'' if ratio is None else f'x{ratio:6.2f}'}  {note}", flush=True)
+
+    def markdown(self) -> str:
+        out = ["| " + " | ".join(self.COLUMNS) + " |", "|" + "---|" * len(self.COLUMNS)]
+        for r in self.rows:
+            cells = [r["section"], r["measurement"],
+                     "" if r["seconds"] is None else f"{r['seconds']:.2f}",
+                     "" if r["ratio"] is None else f"{r['ratio']:.2f}x", r["note"]]
+            out.append("| " + " | ".join(cells) + " |")
+        return "\n".join(out)
+
+
+def same(a: dict[str, str], b: dict[str, str]) -> str:
+    n = sum(a[k] == b.get(k) for k in a)
+    return f"{n}/{len(a)} outputs identical"
+
+
+def bench_replay(table: Table, backend, cfg: RunConfig, ticks: Ticks, seq_ticks: Ticks,
+                 full: bool, real: bool) -> dict[str, Any]:
+    """Sections 1-4 on the recorded workload. Returns the exactness facts for callers."""
+    n_req = sum(len(t) for t in ticks)
+    warm_prefixes(backend, ticks)
+    # (3) batched, and (2) sequential on the sequential subset, side by side.
+    batched, t_b, tok_b = replay(backend, ticks, cfg.optimization.batch_size)
+    table.add("engine", f"batched (bs {cfg.optimization.batch_size}), {n_req} requests", t_b, 1.0,
+              f"{tok_b} tokens, {tok_b / t_b:.1f} tok/s")
+    seq, t_s, _ = replay(backend, seq_ticks, 1)
+    sub, t_bs, _ = replay(backend, seq_ticks, cfg.optimization.batch_size)
+    n_seq = sum(len(t) for t in seq_ticks)
+    exact = all(seq[k] == sub[k] for k in seq)
+    table.add("engine", f"sequential (bs 1), {n_seq} requests", t_s, t_s / t_bs,
+              f"ratio = seq/batched on the same requests; {same(seq, sub)}")
+    facts: dict[str, Any] = {"batched_equals_sequential": exact, "batched": batched}
+    if real:
+        # (1) the model's ceiling.
+        t_hf, tok_hf = hf_generate(backend, ticks, cfg.optimization.batch_size)
+        table.add("ceiling", "HF generate, greedy, unsteered, max tokens", t_hf, t_hf / t_b,
+                  f"{tok_hf} tokens, {tok_hf / t_hf:.1f} tok/s (ratio = its time / engine's)")
+    # (4) levers, each against the default on the same workload.
+    off = with_cfg(backend, dataclasses.replace(
+        cfg, optimization=dataclasses.replace(cfg.optimization, prefix_cache=False)))
+    _, t_off, _ = replay(off, ticks, cfg.optimization.batch_size)
+    with_cfg(backend, cfg)
+    table.add("lever", "prefix KV cache off (default on, warm)", t_off, t_off / t_b)
+    no_adapt = with_cfg(backend, dataclasses.replace(
+        cfg, inference=dataclasses.replace(cfg.inference, adaptive_tokens=False)))
+    _, t_na, tok_na = replay(no_adapt, unconstrained(ticks), cfg.optimization.batch_size)
+    with_cfg(backend, cfg)
+    table.add("lever", "adaptive tokens + options off", t_na, t_na / t_b,
+              f"{tok_na} tokens vs {tok_b}")
+    sizes = (4, 8, 32, 0) if full else (8, 0)
+    for bs in sizes:
+        _, t_bs2, _ = replay(backend, ticks, bs)
+        table.add("lever", f"batch size {bs or 'whole tick'}", t_bs2, t_bs2 / t_b)
+    if real:
+        import torch
+
+        default_threads = torch.get_num_threads()
+        for n in (1, 2):
+            if n == default_threads:
+                continue
+            torch.set_num_threads(n)
+            try:
+                _, t_n, _ = replay(backend, ticks, cfg.optimization.batch_size)
+            finally:
+                torch.set_num_threads(default_threads)
+            table.add("lever", f"torch threads {n} (default run: {default_threads})", t_n,
+                      t_n / t_b, f"load avg {os.getloadavg()[0]:.1f}")
+        if full or os.environ.get("BENCH_BF16", "1") == "1":
+            from steertown.inference.transformers_backend import TransformersBackend
+
+            bcfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dtype="bfloat16"))
+            bf = TransformersBackend(bcfg)
+            warm_prefixes(bf, ticks)
+            bf_out, t_bf, _ = replay(bf, ticks, cfg.optimization.batch_size)
+            table.add("lever", "dtype bfloat16 (default float32)", t_bf, t_bf / t_b,
+                      f"{same(batched, bf_out)} vs fp32")
+            del bf
+    return facts
+
+
+def bench_ticks(table: Table, cfg: RunConfig, backend, embedder, n_ticks: int,
+                tmp: Path) -> dict[str, Any]:
+    """Whole ticks with per-stage times (share of the tick)."""
+    r = simulate(cfg, backend, embedder, n_ticks, tmp / "ticks")
+    total = r["seconds"]
+    table.add("ticks", f"{n_ticks} ticks, {r['requests']} requests, end to end", total, 1.0,
+              f"{total / n_ticks:.2f} s/tick")
+    for name, s in r["stages"].items():
+        table.add("stage", name, s, s / total, "ratio = share of the ticks' time")
+    rss = r["rss_mb"]
+    table.add("memory", "RSS first tick -> last tick (MB)", None, None,
+              f"{rss[0]:.0f} -> {rss[-1]:.0f}")
+    return r
+
+
+def bench_scaling(table: Table, cfg_for: Callable[[list[str]], RunConfig], backend_for,
+                  embedder_for, events: tuple[int, ...], pops: tuple[int, ...],
+                  n_ticks: int, pop_ticks: int, tmp: Path) -> None:
+    """(5) events per tick with the configured backend, population with the mock backend."""
+    base = None
+    for e in events:
+        cfg = cfg_for([f"max_events_per_tick={e}", "optimization.reflect_every_n_ticks=1000"])
+        r = simulate(cfg, backend_for(cfg), embedder_for(cfg), n_ticks, tmp / f"ev{e}")
+        per_event = r["seconds"] / max(1, r["events"])
+        base = base or per_event
+        table.add("scale", f"events/tick {e}: {n_ticks} ticks", r["seconds"], per_event / base,
+                  f"{per_event:.3f} s/event (ratio = per-event cost vs first)")
+    base = None
+    for p in pops:
+        cfg = cfg_for([f"population={p}", "model=mock", "memory.embedder=hashing"])
+        r = simulate(cfg, backend_for(cfg), embedder_for(cfg), pop_ticks, tmp / f"pop{p}")
+        per_tick = r["seconds"] / pop_ticks
+        base = base or per_tick
+        rss = r["rss_mb"]
+        table.add("scale", f"mock population {p}: {pop_ticks} ticks", r["seconds"],
+                  per_tick / base, f"{per_tick * 1000:.1f} ms/tick; RSS {rss[0]:.0f}->"
+                  f"{rss[-1]:.0f} MB")
+
+
+def machine() -> dict[str, str]:
+    import importlib.metadata as md
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    out = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "cpu": cpu,
+           "nproc": str(os.cpu_count()), "load_avg_1_5_15": " ".join(
+               f"{x:.1f}" for x in os.getloadavg()), "python": platform.python_version()}
+    for pkg in ("torch", "transformers", "sentence-transformers"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    try:
+        import torch
+
+        out["torch_threads"] = str(torch.get_num_threads())
+    except ImportError:
+        pass
+    return out
+
+
+def run_bench(mode: str = "quick", model: str | None = None, workload: Path = WORKLOAD,
+              results: Path | None = RESULTS, record_ticks: int = 5,
+              overrides: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark; `mode` is tiny (tests), quick (default) or full."""
+    from steertown.inference import get_backend, get_embedder
+
+    full, tiny = mode == "full", mode == "tiny"
+    tmp = Path(tempfile.mkdtemp(prefix="steertown-bench-"))
+    base_over = ([f"model={model}"] if model else []) + list(overrides or [])
+    if tiny:
+        base_over += ["memory.embedder=hashing"]
+
+    def cfg_for(extra: list[str]) -> RunConfig:
+        return fast_config(base_over + extra, str(tmp))
+
+    cfg = cfg_for([])
+    real = cfg.model.name != "mock"
+    info = machine()
+    print(f"steertown bench ({mode}): {cfg.model.name}, {info['cpu']}, nproc {info['nproc']}, "
+          f"load {info['load_avg_1_5_15']}", flush=True)
+    table = Table()
+    t_load = time.perf_counter()
+    backend = get_backend(cfg)
+    embedder = get_embedder(cfg.memory.embedder)
+    table.add("setup", f"load {cfg.model.name} + {cfg.memory.embedder}",
+              time.perf_counter() - t_load)
+    if tiny:
+        workload = tmp / "workload.json"  # never replace the committed real-model workload
+    if not workload.exists() or json.loads(workload.read_text()).get("model") != cfg.model.name:
+        print(f"recording {record_ticks} ticks to {workload}", flush=True)
+        ticks = record_workload(cfg, record_ticks, workload)
+    else:
+        ticks = load_workload(workload)
+    # Quick: the first action tick and the first reflection tick; full: every tick.
+    reflect = cfg.optimization.reflect_every_n_ticks
+    chosen = ticks if (full or tiny) else [ticks[0], ticks[min(reflect, len(ticks)) - 1]]
+    seq_ticks = chosen if (full or tiny) else [ticks[0]]
+    facts = bench_replay(table, backend, cfg, chosen, seq_ticks, full, real)
+    n_ticks = 2 if tiny else (10 if full else 5)
+    sim = bench_ticks(table, cfg, backend, embedder, n_ticks, tmp)
+    if tiny:
+        bench_scaling(table, cfg_for, get_backend, lambda c: get_embedder(c.memory.embedder),
+                      (2, 4), (8, 16), 2, 2, tmp)
+    else:
+        bench_scaling(table, cfg_for, get_backend, lambda c: get_embedder(c.memory.embedder),
+                      (4, 12, 32) if full else (4, 12), (32, 100, 1000),
+                      3 if full else 2, 100 if full else 20, tmp)
+    out = {"mode": mode, "machine": info, "rows": table.rows, "markdown": table.markdown(),
+           "batched_equals_sequential": facts["batched_equals_sequential"],
+           "sim": {k: v for k, v in sim.items() if k != "rss_mb"}}
+    if results is not None:
+        write_results(results, out)
+    return out
+
+
+def write_results(path: Path, out: dict[str, Any]) -> None:
+    """Replace the measured block of RESULTS.md (text outside the markers is kept)."""
+    info = out["machine"]
+    block = "\n".join([
+        BEGIN,
+        f"Last `bench/run.py` ({out['mode']}) run: {info['date']}",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items() if k != "date"),
+        "",
+        f"Batched outputs equal sequential outputs: **{out['batched_equals_sequential']}**",
+        "",
+        out["markdown"],
+        END])
+    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--full", action="store_true", help="every measurement (tens of minutes)")
+    g.add_argument("--tiny", action="store_true", help="mock backend, seconds (tests)")
+    p.add_argument("--model", default=None, help="model config group (default: the arm's)")
+    p.add_argument("--record", type=int, default=0, metavar="TICKS",
+                   help="re-record the workload from TICKS ticks of a seeded run first")
+    p.add_argument("--workload", type=Path, default=WORKLOAD)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every measurement (e.g. model.num_threads=1)")
+    p.add_argument("--no-write", action="store_true", help="don't update bench/RESULTS.md")
+    args = p.parse_args(argv)
+    if args.record:
+        args.workload.unlink(missing_ok=True)
+    mode = "full" if args.full else "tiny" if args.tiny else "quick"
+    model = "mock" if args.tiny and not args.model else args.model
+    out = run_bench(mode, model, args.workload, None if args.no_write else RESULTS,
+                    args.record or 5, args.set)
+    print(out["markdown"])
+    return 0 if out["batched_equals_sequential"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
