@@ -106,6 +106,9 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
                    help="only the first N message files (default: all)")
     p.add_argument("--no-model", action="store_true",
                    help="logged checks only: do not load the run's model")
+    p.add_argument("--quick", action="store_true",
+                   help="small model-check budget (2 items, 3 coefficients, 1 random "
+                        "direction, no cross-trait matrix): a minute instead of several")
 
 
 @command("verify", "check that steering was applied and changed behaviour", _verify_args)
@@ -118,7 +121,14 @@ def _verify(args: argparse.Namespace) -> int:
         from steertown.inference import get_backend
 
         backend = get_backend(cfg)
-    report = verify_run(args.run_dir, args.num_files, backend)
+    vcfg = None
+    if cfg is not None and args.quick:
+        from dataclasses import replace
+
+        vcfg = replace(cfg.verification, items_per_trait=2, coefficients=[-2.0, 0.0, 2.0],
+                       random_directions=1, control_items=2, likert_items=2,
+                       cross_trait=False, messages_per_agent=2, coherence_prompts=1)
+    report = verify_run(args.run_dir, args.num_files, backend, vcfg)
     for c in report["checks"]:
         print(format_line(c))
     print(f"Steering verification: {report['verdict']}  "

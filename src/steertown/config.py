@@ -93,7 +93,21 @@ class VerificationConfig:
     items_per_trait: int = 8
     coefficients: list[float] = field(default_factory=lambda: [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0])
     random_directions: int = 4
-    min_rho: float = 0.2
+    min_rho: float = 0.2  # in-run: Spearman of coefficient vs what agents said
+    # Thresholds, justified by measurements in docs/verification.md.
+    min_margin_slope: float = 0.0  # 95% CI lower bound of the margin slope must exceed it
+    min_dose_rho: float = 0.8  # Spearman of coefficient vs item-mean margin
+    min_vs_random: float = 1.0  # trait slope / largest random-direction |slope|
+    max_ppl_ratio: float = 3.0  # coherence: steered / unsteered perplexity
+    # Budget knobs.
+    likert: bool = True
+    likert_items: int = 4
+    control_items: int = 4  # situations per trait for random and cross-trait controls
+    cross_trait: bool = True
+    messages_per_agent: int = 6
+    coherence_prompts: int = 3
+    coherence_tokens: int = 24
+    seed: int = 0
 
 
 @dataclass

@@ -15,13 +15,14 @@ trait the run steers. Everything else is informative.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
 import numpy as np
 import torch
 
-from steertown.config import TRAITS
+from steertown.config import TRAITS, VerificationConfig
 from steertown.inference.backend import GenerationRequest
 from steertown.steering.contrast_data import load_contrast_data
 from steertown.steering.dose_response import (
@@ -36,22 +37,9 @@ from steertown.steering.readouts import NEUTRAL_SYSTEM, Scorer
 from steertown.steering.verify_logged import Check
 from steertown.storage.run_dir import RunDir, atomic_write_json
 
-# Thresholds and budget knobs not (yet) in VerificationConfig: read with getattr so a
-# config that has them wins. Defaults are justified by measurements in docs/verification.md.
-DEFAULTS: dict[str, Any] = {
-    "min_margin_slope": 0.0,  # 95% CI lower bound of the margin slope must exceed this
-    "min_dose_rho": 0.8,  # Spearman of coefficient vs item-mean margin (monotone curve)
-    "min_vs_random": 1.0,  # trait slope / largest random-direction |slope|
-    "max_ppl_ratio": 3.0,  # coherence: steered / unsteered perplexity (informative)
-    "likert": True,
-    "likert_items": 4,  # Likert statements per trait (2 plain + 2 reverse-keyed)
-    "control_items": 4,  # situations per trait for the random and cross-trait controls
-    "cross_trait": True,
-    "messages_per_agent": 6,
-    "coherence_prompts": 3,
-    "coherence_tokens": 24,
-    "seed": 0,
-}
+# Defaults of every threshold and budget knob (reasons in docs/verification.md); a
+# manifest written before a knob existed falls back to them.
+DEFAULTS: dict[str, Any] = dataclasses.asdict(VerificationConfig())
 COHERENCE_PROMPTS = [
     "Describe your morning in the town.",
     "What do you think about your neighbours?",
