@@ -107,8 +107,8 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-model", action="store_true",
                    help="logged checks only: do not load the run's model")
     p.add_argument("--quick", action="store_true",
-                   help="small model-check budget (2 items, 3 coefficients, 1 random "
-                        "direction, no cross-trait matrix): a minute instead of several")
+                   help="small model-check budget (4 items, 5 coefficients, 2 random "
+                        "directions, no cross-trait matrix): a minute instead of several")
 
 
 @command("verify", "check that steering was applied and changed behaviour", _verify_args)
@@ -125,9 +125,10 @@ def _verify(args: argparse.Namespace) -> int:
     if cfg is not None and args.quick:
         from dataclasses import replace
 
-        vcfg = replace(cfg.verification, items_per_trait=2, coefficients=[-2.0, 0.0, 2.0],
-                       random_directions=1, control_items=2, likert_items=2,
-                       cross_trait=False, messages_per_agent=2, coherence_prompts=1)
+        vcfg = replace(cfg.verification, items_per_trait=4,
+                       coefficients=[-2.0, -1.0, 0.0, 1.0, 2.0], random_directions=2,
+                       control_items=4, likert_items=2, cross_trait=False,
+                       messages_per_agent=2, coherence_prompts=1)
     report = verify_run(args.run_dir, args.num_files, backend, vcfg)
     for c in report["checks"]:
         print(format_line(c))
