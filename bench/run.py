@@ -292,6 +292,14 @@ def bench_replay(table: Table, backend, cfg: RunConfig, ticks: Ticks, seq_ticks:
     _, t_off, _ = replay(off, ticks, cfg.optimization.batch_size)
     with_cfg(backend, cfg)
     table.add("lever", "prefix KV cache off (default on, warm)", t_off, t_off / t_b)
+    if real:
+        backend.last_logits_only = False
+        try:
+            full_out, t_fl, _ = replay(backend, ticks, cfg.optimization.batch_size)
+        finally:
+            backend.last_logits_only = True
+        table.add("lever", "prefill LM head on every position (default: last only)", t_fl,
+                  t_fl / t_b, same(batched, full_out))
     no_adapt = with_cfg(backend, dataclasses.replace(
         cfg, inference=dataclasses.replace(cfg.inference, adaptive_tokens=False)))
     _, t_na, tok_na = replay(no_adapt, unconstrained(ticks), cfg.optimization.batch_size)
@@ -309,13 +317,14 @@ def bench_replay(table: Table, backend, cfg: RunConfig, ticks: Ticks, seq_ticks:
         for n in (1, 2):
             if n == default_threads:
                 continue
+            # On the small subset: oversubscribed threads can be 10-30x slower.
             torch.set_num_threads(n)
             try:
-                _, t_n, _ = replay(backend, ticks, cfg.optimization.batch_size)
+                _, t_n, _ = replay(backend, seq_ticks, cfg.optimization.batch_size)
             finally:
                 torch.set_num_threads(default_threads)
-            table.add("lever", f"torch threads {n} (default run: {default_threads})", t_n,
-                      t_n / t_b, f"load avg {os.getloadavg()[0]:.1f}")
+            table.add("lever", f"torch threads {n} (this run: {default_threads}), {n_seq} req",
+                      t_n, t_n / t_bs, f"load avg {os.getloadavg()[0]:.1f}")
         if full or os.environ.get("BENCH_BF16", "1") == "1":
             from steertown.inference.transformers_backend import TransformersBackend
 
