@@ -67,7 +67,7 @@ def prepare_tracking(configs: list[dict]) -> None:
         if load_config(c).tracking.enabled:
             tracker = RunTracker.from_config(c, PROJECT_ROOT)
             if (tracker.uri, tracker.experiment) not in done:
-                tracker._experiment_id(tracker.experiment)
+                tracker.ensure_experiment()
                 done.add((tracker.uri, tracker.experiment))
 
 

@@ -110,6 +110,10 @@ class RunTracker:
             loc = (Path(self.artifact_root).resolve() / name).as_uri()
         return self.client.create_experiment(name, artifact_location=loc)
 
+    def ensure_experiment(self) -> str:
+        """Create the store and experiment if missing (once, before parallel runs race)."""
+        return self._experiment_id(self.experiment or "steertown")
+
     def start(self, cfg_dict: dict[str, Any], manifest: dict[str, Any],
               tags: dict[str, str] | None = None) -> str:
         """Start (or, for a run_id seen before, continue) the MLflow run; return its id."""
