@@ -480,6 +480,10 @@ def run_bench(mode: str = "quick", model: str | None = None, workload: Path = WO
     t_load = time.perf_counter()
     backend = get_backend(cfg)
     embedder = get_embedder(cfg.memory.embedder)
+    if real:
+        import torch
+
+        info["torch_threads"] = str(torch.get_num_threads())  # after model.num_threads applies
     table.add("setup", f"load {cfg.model.name} + {cfg.memory.embedder}",
               time.perf_counter() - t_load)
     if tiny:
