@@ -21,7 +21,6 @@ class GenerationRequest:
     max_new_tokens: int
     seed: int  # per-request sampling seed: output does not depend on batch neighbours
     kind: str = "action"  # action | reflection
-    prefix_key: str = ""  # identifies a reusable (system prompt, steering) prefix
     # Adaptive limits: once the reply starts with one of these words (case-insensitive),
     # its budget shrinks to the given number of new tokens (a MOVE needs few, a TALK more).
     token_caps: dict[str, int] = field(default_factory=dict)

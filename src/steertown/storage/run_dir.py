@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -147,10 +146,30 @@ class RunDir:
         files = sorted(self.table_dir(table).glob(f"{table}_t*.parquet"))
         return files[:limit] if limit > 0 else files
 
+    def _expected(self, table: str) -> pa.Schema:
+        return schema.AGENTS if table == "agents" else schema.TABLES[table]
+
+    def _check_columns(self, f: Path, table: str, names: list[str]) -> None:
+        missing = set(self._expected(table).names) - set(names)
+        if missing:
+            raise RunDirError(
+                f"{f}: not a steertown {table} file (missing columns: {', '.join(sorted(missing))})")
+
+    def check_schema(self, table: str, limit: int = 0) -> list[Path]:
+        """The table's files, after checking each one's columns (footers only, no data)."""
+        files = self.files(table, limit)
+        for f in files:
+            try:
+                names = pq.read_schema(f).names
+            except Exception as e:  # pyarrow raises several types for corrupt files
+                raise RunDirError(f"{f}: unreadable Parquet ({e})") from None
+            self._check_columns(f, table, names)
+        return files
+
     def read_table(self, table: str, limit: int = 0) -> pa.Table:
         """Read a whole table, checking its columns against the schema."""
         files = self.files(table, limit)
-        expected = schema.AGENTS if table == "agents" else schema.TABLES[table]
+        expected = self._expected(table)
         if not files:
             return expected.empty_table()
         parts = []
@@ -159,14 +178,6 @@ class RunDir:
                 t = pq.read_table(f)
             except Exception as e:  # pyarrow raises several types for corrupt files
                 raise RunDirError(f"{f}: unreadable Parquet ({e})") from None
-            missing = set(expected.names) - set(t.schema.names)
-            if missing:
-                raise RunDirError(
-                    f"{f}: not a steertown {table} file (missing columns: {', '.join(sorted(missing))})")
+            self._check_columns(f, table, t.schema.names)
             parts.append(t.select(expected.names).cast(expected))
         return pa.concat_tables(parts)
-
-
-def glob_list(paths: Iterable[Path]) -> list[str]:
-    """Paths as strings for DuckDB's read_parquet([...])."""
-    return [str(p) for p in paths]
