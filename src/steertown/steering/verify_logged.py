@@ -30,10 +30,9 @@ class Check:
 
 def logged_checks(run: RunDir, num_files: int = 0, min_variance: float = 1e-4) -> list[Check]:
     """The three checks of the guide's verify_steering.py, with its summary figures."""
-    files = run.files("messages", num_files)
+    files = run.check_schema("messages", num_files)  # clear error for foreign files
     if not files:
         raise RunDirError(f"{run.table_dir('messages')}: no message files to verify")
-    run.read_table("messages", num_files)  # schema check: clear error for foreign files
     con = duckdb.connect()
     con.execute(f"CREATE VIEW m AS SELECT * FROM read_parquet({[str(f) for f in files]!r})")
     alpha = [f"alpha_{t}" for t in TRAITS]
