@@ -88,17 +88,17 @@ class Simulation:
         requests += self._reflection_requests(reflecting, tick)
         stats = BatchStats()
         generated = generate_all(self.backend, requests, cfg.optimization.batch_size, stats)
-        by_id = {g.request_id: g for g in generated}
+        # The request carries the steering and seed a row was generated with: log those.
+        done = {r.request_id: (r, g) for r, g in zip(requests, generated, strict=True)}
         new_memories: list[tuple[str, str, float]] = []
         occupancy: dict[str, int] = {}
         for a in self.agents:
             occupancy[a.location] = occupancy.get(a.location, 0) + 1
         for enc in encounters:
-            g = by_id[f"a{tick}-{enc.event_id}"]
-            self._apply(enc, g, tick, occupancy, result, new_memories)
+            self._apply(enc, *done[f"a{tick}-{enc.event_id}"], tick, occupancy, result,
+                        new_memories)
         for agent in reflecting:
-            g = by_id[f"r{tick}-{agent.agent_id}"]
-            self._reflect(agent, g, tick, result, new_memories)
+            self._reflect(agent, *done[f"r{tick}-{agent.agent_id}"], tick, result, new_memories)
         self._remember(new_memories, tick)
         self.tick = tick
         elapsed = time.perf_counter() - t0
@@ -126,7 +126,7 @@ class Simulation:
             system=system, user=user,
             steering=agent.steering(cfg.steering.strength, cfg.steering.enabled),
             max_new_tokens=max_new, seed=derive_seed(cfg.seed, tick, agent.agent_id, kind),
-            kind=kind, prefix_key=f"{agent.agent_id}:{kind}", token_caps=caps,
+            kind=kind, token_caps=caps,
             stop_at_newline=kind == "action", options=options)
 
     def _action_requests(self, encounters: list[Encounter], tick: int) -> list[GenerationRequest]:
@@ -173,18 +173,19 @@ class Simulation:
         return out
 
     # --- applying results -----------------------------------------------------------
-    def _message_row(self, agent: Agent, g: GenerationResult, tick: int, event_id: int,
-                     kind: str, location: str, steering: dict[str, float]) -> dict:
+    def _message_row(self, req: GenerationRequest, g: GenerationResult, agent: Agent,
+                     tick: int, event_id: int, location: str) -> dict:
         row = {"run_id": self.run_id, "tick": tick, "event_id": event_id,
-               "agent_id": agent.agent_id, "kind": kind, "location": location,
+               "agent_id": agent.agent_id, "kind": req.kind, "location": location,
                "content": g.text, "tokens_in": g.tokens_in, "tokens_out": g.tokens_out,
                "strength": self.cfg.steering.strength if self.cfg.steering.enabled else 0.0,
-               "layers": self.layers, "seed": derive_seed(self.cfg.seed, tick, agent.agent_id, kind)}
-        row.update({f"alpha_{t}": steering[t] for t in TRAITS})
+               "layers": self.layers, "seed": req.seed}
+        row.update({f"alpha_{t}": req.steering[t] for t in TRAITS})
         return row
 
-    def _apply(self, enc: Encounter, g: GenerationResult, tick: int, occupancy: dict[str, int],
-               result: TickResult, new_memories: list[tuple[str, str, float]]) -> None:
+    def _apply(self, enc: Encounter, req: GenerationRequest, g: GenerationResult, tick: int,
+               occupancy: dict[str, int], result: TickResult,
+               new_memories: list[tuple[str, str, float]]) -> None:
         agent = self.by_id[enc.actor]
         others = [self.name_of[o] for o in enc.others]
         action: Action = parse_action(g.text, others, self.town)
@@ -193,9 +194,7 @@ class Simulation:
         agent.location = after
         if not ok:
             agent.failures += 1
-        steering = agent.steering(self.cfg.steering.strength, self.cfg.steering.enabled)
-        result.messages.append(self._message_row(agent, g, tick, enc.event_id, "action", where,
-                                                 steering))
+        result.messages.append(self._message_row(req, g, agent, tick, enc.event_id, where))
         result.actions.append({
             "run_id": self.run_id, "tick": tick, "event_id": enc.event_id,
             "agent_id": agent.agent_id, "action_type": action.action_type,
@@ -222,12 +221,10 @@ class Simulation:
         else:
             new_memories.append((agent.agent_id, f"I rested at {where}.", IMPORTANCE["REST"]))
 
-    def _reflect(self, agent: Agent, g: GenerationResult, tick: int, result: TickResult,
-                 new_memories: list[tuple[str, str, float]]) -> None:
+    def _reflect(self, agent: Agent, req: GenerationRequest, g: GenerationResult, tick: int,
+                 result: TickResult, new_memories: list[tuple[str, str, float]]) -> None:
         plan = " ".join(g.text.split())[:300]
-        steering = agent.steering(self.cfg.steering.strength, self.cfg.steering.enabled)
-        result.messages.append(self._message_row(agent, g, tick, -1, "reflection",
-                                                 agent.location, steering))
+        result.messages.append(self._message_row(req, g, agent, tick, -1, agent.location))
         result.reflections.append({"run_id": self.run_id, "tick": tick, "agent_id": agent.agent_id,
                                    "plan": plan, "memories_used": min(
                                        len(self.memories[agent.agent_id]),
