@@ -68,7 +68,7 @@ class SteeringConfig:
 @dataclass
 class OptimizationConfig:
     reflect_every_n_ticks: int = 5
-    use_quantization: bool = True
+    use_quantization: bool = False  # the fast arm turns it on (4-bit NF4 on CUDA)
     batch_size: int = 16
     max_gpu_memory_gb: float | None = None
     max_cpu_memory_gb: float | None = None
