@@ -119,6 +119,9 @@ def test_action_keyword_constraint_and_adaptive_caps(backend, decoding):
     res = backend.generate_batch(reqs)
     for r in res:
         assert r.text.startswith(options[:2] + options[4:]) or r.text.startswith(("Talk Ben:", "Work:")), r.text
+        # the chosen option and its generation-time log-probability are reported
+        assert r.option in options and r.text.startswith(r.option.rstrip(":"))
+        assert -20.0 < r.option_logprob <= 0.0
         if r.text.startswith(("Move", "Rest")):
             assert r.text in options and r.extra["stop"] == "option"
         else:

@@ -38,6 +38,12 @@ class GenerationResult:
     tokens_in: int
     tokens_out: int
     extra: dict = field(default_factory=dict)
+    # For constrained requests: the option the reply started with, and its log-probability
+    # under the model at generation time (temperature 1, no repetition penalty, renormalised
+    # over the tokens the option trie allowed at each step). This is what decision replay
+    # re-scores; "" / nan when unconstrained.
+    option: str = ""
+    option_logprob: float = float("nan")
 
 
 class Backend(Protocol):

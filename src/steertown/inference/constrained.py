@@ -41,6 +41,11 @@ class OptionTrie:
             node.mask[list(node.children)] = True
         return node.mask
 
+    def logprob(self, logits: torch.Tensor, node: TrieNode, tok: int) -> float:
+        """log P(tok) from raw `logits` [V] renormalised over the tokens allowed at `node`."""
+        masked = logits.float().masked_fill(~self.allowed(node), float("-inf"))
+        return float(torch.log_softmax(masked, dim=-1)[tok])
+
     @staticmethod
     def advance(node: TrieNode, tok: int) -> tuple[TrieNode | None, str | None]:
         """Follow `tok`; returns (next node or None once an option is complete, that option).

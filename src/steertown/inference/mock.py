@@ -24,6 +24,15 @@ WORK = ("sorting the notes for the brief", "fixing the bench", "drafting the pla
         "cleaning up the tables")
 
 
+def _matching_option(text: str, options: tuple[str, ...]) -> str:
+    """The allowed option a mock reply starts with (case-insensitive), or ""."""
+    low = text.lower()
+    for opt in options:
+        if low.startswith(opt.lower().rstrip(":")):
+            return opt
+    return ""
+
+
 class MockBackend:
     """Implements the Backend protocol without a model."""
 
@@ -52,8 +61,11 @@ class MockBackend:
         else:
             text = self._action(rng, r.user, s)
         words = text.split()[: r.max_new_tokens]
+        option = _matching_option(text, r.options)
+        # A stand-in log-probability: uniform over the allowed options (no model here).
+        logprob = -float(np.log(len(r.options))) if option else float("nan")
         return GenerationResult(r.request_id, " ".join(words), self.count_prompt_tokens(r),
-                                len(words))
+                                len(words), option=option, option_logprob=logprob)
 
     def _action(self, rng: np.random.Generator, prompt: str, s: dict[str, float]) -> str:
         places = _PLACES_RE.search(prompt)

@@ -188,6 +188,8 @@ class TransformersBackend:
         nodes = [t.root if t is not None else None for t in tries]  # None = free text
         caps = [{k.lower(): v for k, v in r.token_caps.items()} for r in requests]
         out_ids: list[list[int]] = [[] for _ in requests]
+        chosen_option = [""] * len(requests)
+        option_lp = [0.0 if t is not None else float("nan") for t in tries]
         vocab = self.vocab_size
         seen = torch.zeros(len(requests), vocab, dtype=torch.bool)
         for i, p in enumerate(prompts):
@@ -199,6 +201,7 @@ class TransformersBackend:
             logits, cache, mask, next_pos, prefix_state = self._prefill(requests, prompts, alphas)
             while True:
                 last = logits.float().cpu()
+                raw = last  # before penalty/temperature: what decision replay re-scores
                 rows = torch.tensor(active)
                 last = apply_repetition_penalty(last, seen[rows], inf.repetition_penalty)
                 for b, i in enumerate(active):
@@ -211,7 +214,9 @@ class TransformersBackend:
                     seen[i, tok] = True
                     option = None
                     if nodes[i] is not None:
+                        option_lp[i] += tries[i].logprob(raw[b], nodes[i], tok)
                         nodes[i], option = OptionTrie.advance(nodes[i], tok)
+                        chosen_option[i] = option or ""
                     if caps[i] and len(out_ids[i]) == 1:  # adaptive limit by action word
                         word = self._text(out_ids[i]).strip().strip(":").lower()
                         limits[i] = min(limits[i], caps[i].get(word, limits[i]))
@@ -254,7 +259,8 @@ class TransformersBackend:
                 extra={"stop": stop_reason[i], "batch_size": len(requests),
                        "prefix_cache": prefix_state[i],
                        "batch_seconds": round(elapsed, 4),
-                       "alphas": dict(zip(self.traits, alphas[i].tolist(), strict=True))}))
+                       "alphas": dict(zip(self.traits, alphas[i].tolist(), strict=True))},
+                option=chosen_option[i], option_logprob=option_lp[i]))
         return results
 
     def prefix_ids(self, system: str) -> list[int]:

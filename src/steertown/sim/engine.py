@@ -46,11 +46,18 @@ class TickResult:
     actions: list[dict] = field(default_factory=list)
     messages: list[dict] = field(default_factory=list)
     reflections: list[dict] = field(default_factory=list)
+    decisions: list[dict] = field(default_factory=list)
     ticks: list[dict] = field(default_factory=list)
 
     def rows(self) -> dict[str, list[dict]]:
         return {"actions": self.actions, "messages": self.messages,
-                "reflections": self.reflections, "ticks": self.ticks}
+                "reflections": self.reflections, "decisions": self.decisions,
+                "ticks": self.ticks}
+
+
+def prompt_hash(system: str, user: str) -> str:
+    """Stable short hash of a prompt (system + user), for joining and de-duplication."""
+    return hashlib.blake2b(f"{system}\x00{user}".encode(), digest_size=8).hexdigest()
 
 
 class Simulation:
@@ -195,6 +202,13 @@ class Simulation:
         if not ok:
             agent.failures += 1
         result.messages.append(self._message_row(req, g, agent, tick, enc.event_id, where))
+        if req.options:
+            result.decisions.append({
+                "run_id": self.run_id, "tick": tick, "event_id": enc.event_id,
+                "agent_id": agent.agent_id, "system": req.system, "user": req.user,
+                "prompt_hash": prompt_hash(req.system, req.user), "options": list(req.options),
+                "chosen_option": g.option, "option_logprob": g.option_logprob,
+                **{f"alpha_{t}": req.steering[t] for t in TRAITS}, "seed": req.seed})
         result.actions.append({
             "run_id": self.run_id, "tick": tick, "event_id": enc.event_id,
             "agent_id": agent.agent_id, "action_type": action.action_type,

@@ -112,7 +112,7 @@ class RunDir:
 
     def write_tick(self, tick: int, rows: dict[str, list[dict[str, Any]]]) -> None:
         """Write one tick's tables; `ticks` last, so its presence marks a complete tick."""
-        for table in ("actions", "messages", "reflections", "ticks"):
+        for table in (*(t for t in schema.TABLES if t != "ticks"), "ticks"):
             t = pa.Table.from_pylist(rows.get(table, []), schema=schema.TABLES[table])
             atomic_write_parquet(self.tick_file(table, tick), t)
 

@@ -6,6 +6,8 @@ Layout of `storage/dumps/<run_id>/`:
   actions/actions_tNNNNN.parquet     one row per action taken in tick N
   messages/messages_tNNNNN.parquet   one row per generation (action or reflection)
   reflections/reflections_tNNNNN.parquet   plans produced by reflection
+  decisions/decisions_tNNNNN.parquet       one row per action decision (prompt, options,
+                                           chosen option and its log-probability)
   ticks/ticks_tNNNNN.parquet         one row per tick: counts, tokens, timings
   checkpoints/ckpt_tNNNNN/           state after tick N (see sim.checkpoint)
   verification/, analysis/           outputs of the later stages
@@ -64,6 +66,20 @@ TICKS = pa.schema([
     pa.field("other_seconds", pa.float64()),
 ])
 
+# One row per constrained action decision: everything needed to replay it exactly
+# (verification re-scores the allowed options under other steerings).
+DECISIONS = pa.schema([
+    pa.field("run_id", pa.string()), pa.field("tick", pa.int64()),
+    pa.field("event_id", pa.int64()), pa.field("agent_id", pa.string()),
+    pa.field("system", pa.string()), pa.field("user", pa.string()),
+    pa.field("prompt_hash", pa.string()),
+    pa.field("options", pa.list_(pa.string())), pa.field("chosen_option", pa.string()),
+    pa.field("option_logprob", pa.float64()),
+    *ALPHA_FIELDS,
+    pa.field("seed", pa.int64()),
+])
+
 TABLES: dict[str, pa.Schema] = {
-    "actions": ACTIONS, "messages": MESSAGES, "reflections": REFLECTIONS, "ticks": TICKS,
+    "actions": ACTIONS, "messages": MESSAGES, "reflections": REFLECTIONS,
+    "decisions": DECISIONS, "ticks": TICKS,
 }
