@@ -2,7 +2,7 @@
 
 The subcommands are listed in `steertown.cli_commands.COMMANDS` (add new ones there);
 this module only builds the parser from that list and turns user mistakes (ConfigError,
-RunDirError, a missing file or directory) into one line on stderr and exit code 2.
+RunDirError, a locked run, a missing file or directory) into one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -10,11 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from steertown.admission import USER_ERRORS
 from steertown.cli_commands import COMMANDS
-from steertown.config import ConfigError
-from steertown.storage.run_dir import RunDirError
-
-USER_ERRORS = (ConfigError, RunDirError, FileNotFoundError, NotADirectoryError)
 
 
 def main(argv: list[str] | None = None) -> int:
