@@ -128,7 +128,7 @@ def highlights_section(ctx: ReportContext) -> Section:
     """Headline counts and rates as cards."""
     s = ctx.summary
     c, tim, km = s["counts"], s["timings"], s["key_metrics"]
-    items = [("agents", c["agents"], ""), ("ticks", c["ticks"], ""),
+    items = [("agents", c["agents"], ","), ("ticks", c["ticks"], ","),
              ("actions", c["actions"], ","), ("messages", c["messages"], ","),
              ("success rate", km.get("success_rate"), "%"),
              ("tokens in / out", f"{km.get('tokens_in', 0):,.0f} / {km.get('tokens_out', 0):,.0f}", ""),
