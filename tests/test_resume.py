@@ -158,20 +158,58 @@ def test_resume_refuses_a_changed_config_listing_the_keys(tmp_path):
     check_run(_mock_cfg(tmp_path, "r1", steps=10, overwrite=True, seed=9))  # allowed
 
 
-def test_second_writer_is_refused_and_stale_lock_taken_over(tmp_path):
+HOLD = """
+import sys, time
+from steertown.storage.lock import RunLock
+RunLock(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_second_writer_is_refused_until_the_holder_dies(tmp_path):
     run_dir = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], stdout=subprocess.PIPE,
+                              text=True)
     try:
-        run_dir.mkdir()
-        (run_dir / ".lock").write_text(str(holder.pid))
+        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RunLockedError, match=f"in use by process {holder.pid}"):
             RunLock(run_dir).acquire()
+        with pytest.raises(RunLockedError):
+            RunLock(run_dir).check()
     finally:
-        holder.kill()
+        holder.kill()  # kill -9: nothing of the holder's runs to clean up
         holder.wait()
-    with RunLock(run_dir) as lock:  # the holder is dead now: its lock is stale
-        assert lock.owned and (run_dir / ".lock").read_text().endswith(f":{os.getpid()}")
-    assert not (run_dir / ".lock").exists()
+    RunLock(run_dir).check()  # the kernel dropped the dead holder's lock
+    with RunLock(run_dir) as lock, RunLock(run_dir) as inner:  # re-entrant in one process
+        assert lock.owned and inner.owned
+        assert (run_dir / ".lock").read_text().endswith(f":{os.getpid()}")
+    assert (run_dir / ".lock").read_text() == ""  # released: no holder named
+
+
+RACE = """
+import sys, time
+from steertown.storage.lock import RunLock, RunLockedError
+time.sleep(float(sys.argv[2]) - time.time())  # all start together
+try:
+    RunLock(sys.argv[1]).acquire()
+except RunLockedError:
+    print("refused", flush=True)
+else:
+    print("won", flush=True)
+    time.sleep(3)
+"""
+
+
+def test_a_left_over_lock_file_is_taken_by_exactly_one_of_many(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".lock").write_text("otherhost:1")  # left by a process that is gone
+    start = str(time.time() + 3)
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, str(run_dir), start],
+                              stdout=subprocess.PIPE, text=True) for _ in range(6)]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert sorted(outs) == ["refused"] * 5 + ["won"]
 
 
 def test_concurrent_driver_processes_one_is_refused(tmp_path):
