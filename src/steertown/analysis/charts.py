@@ -32,9 +32,10 @@ TRAIT_BINS = 20  # bins of a trait coefficient in [-1, 1]
 def _action_distribution(con) -> alt.Chart:
     df = con.execute("""SELECT action_type, count(*) AS count,
                                count(*) / sum(count(*)) OVER () AS share
-                        FROM actions GROUP BY action_type""").df()
+                        FROM actions GROUP BY action_type ORDER BY count DESC""").df()
+    # An explicit order: sort="-x" on both layers makes Vega warn about conflicting sorts.
     base = alt.Chart(df).encode(
-        y=alt.Y("action_type:N", sort="-x", title="action type"),
+        y=alt.Y("action_type:N", sort=list(df["action_type"]), title="action type"),
         x=alt.X("count:Q", title="actions", axis=alt.Axis(tickMinStep=1, format="d")),
         tooltip=["action_type", "count", alt.Tooltip("share:Q", format=".1%")])
     text = base.mark_text(align="left", dx=3).encode(text=alt.Text("share:Q", format=".1%"))
