@@ -7,9 +7,11 @@ tokens, which differ between batch and single runs), its own token limit and its
 early stop. Finished rows leave the batch (KV cache rows and steering rows are dropped
 together), so short answers stop costing compute.
 
-Exactness: in float32 (the CPU default) a row's logits are bit-identical whatever its
-batch neighbours and padding, so batched greedy and seeded sampled outputs equal the
-single-row outputs exactly. bfloat16 keeps this only for rows of equal prompt length.
+Exactness: in float32 on CPU (the default there) a row's logits are bit-identical whatever
+its batch neighbours and padding, so batched greedy and seeded sampled outputs equal the
+single-row outputs exactly (tested). bfloat16 keeps this only for rows of equal prompt
+length. On CUDA nothing is promised: float32 there does not make kernels batch-invariant
+(cuBLAS may pick other algorithms for other batch shapes), and it is untested.
 """
 
 from __future__ import annotations
@@ -360,8 +362,11 @@ class TransformersBackend:
             "steered_positions": "all (prompt and generated)",
             "prefix_cache": ("two-phase prefill, per-agent steered prefix KV reused"
                              if self.cfg.optimization.prefix_cache else "off"),
-            "batch_exactness": ("exact (float32)" if lm.dtype == "float32"
-                                else "exact only for equal-length prompts"),
+            "batch_exactness": (
+                "exact (float32 on CPU, tested)" if lm.dtype == "float32" and lm.device == "cpu"
+                else "not guaranteed (float32 on CUDA: kernels may depend on the batch shape; "
+                     "untested)" if lm.dtype == "float32"
+                else "exact only for equal-length prompts (tested on CPU)"),
             "sampling": {"temperature": self.cfg.inference.temperature,
                          "top_p": self.cfg.inference.top_p,
                          "repetition_penalty": self.cfg.inference.repetition_penalty,
