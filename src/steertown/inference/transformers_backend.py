@@ -27,9 +27,10 @@ from steertown.inference.backend import GenerationRequest, GenerationResult
 from steertown.inference.constrained import OptionTrie
 from steertown.inference.model_loading import load_model
 from steertown.inference.prefix_cache import PrefixKVCache, assemble, split_cache_rows
+from steertown.inference.residual import captured, chat_ids, decoder_layers, left_pad, pad_id
 from steertown.inference.sampling import apply_repetition_penalty, choose_tokens
 from steertown.steering.contrast_data import load_contrast_data
-from steertown.steering.hooks import SteeringHooks, decoder_layers
+from steertown.steering.hooks import SteeringHooks
 from steertown.steering.vectors import TraitVectors, load_or_compute
 
 LOAD_COUNT = 0  # models loaded in this process (preflight: "model loaded once")
@@ -70,7 +71,7 @@ class TransformersBackend:
         tok = self.tokenizer
         self._stop_ids = {i for i in (tok.eos_token_id, tok.convert_tokens_to_ids("<|endoftext|>"))
                           if isinstance(i, int) and i >= 0}
-        self._pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        self._pad_id = pad_id(tok)
         self._newline: dict[int, bool] = {}
         self._tries: dict[tuple[str, ...], OptionTrie] = {}
         self._prompt_cache: OrderedDict[tuple[str, str], list[int]] = OrderedDict()
@@ -86,10 +87,7 @@ class TransformersBackend:
         key = (system, user)
         ids = self._prompt_cache.get(key)
         if ids is None:
-            msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-            out = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
-            ids = list(out["input_ids"] if not isinstance(out, list) else out)
-            self._prompt_cache[key] = ids
+            ids = self._prompt_cache[key] = chat_ids(self.tokenizer, system, user)
             if len(self._prompt_cache) > 4096:
                 self._prompt_cache.popitem(last=False)
         return ids
@@ -112,10 +110,7 @@ class TransformersBackend:
             yield
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        width = max(len(s) for s in seqs)
-        ids = torch.tensor([[self._pad_id] * (width - len(s)) + s for s in seqs], device=self.device)
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.device)
-        return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+        return left_pad(seqs, self._pad_id, self.device)
 
     @torch.no_grad()
     def hidden_at(self, layer: int, seqs: Sequence[list[int] | str],
@@ -126,21 +121,12 @@ class TransformersBackend:
         """
         seqs = [self.tokenizer(s, add_special_tokens=False)["input_ids"] if isinstance(s, str)
                 else list(s) for s in seqs]
-        captured: dict[str, torch.Tensor] = {}
-        block = decoder_layers(self.model)[layer - 1]
-
-        def grab(_m, _a, out):  # registered after the steering hook, so it sees the sum
-            captured["h"] = (out[0] if isinstance(out, tuple) else out).float().cpu()
-
-        handle = block.register_forward_hook(grab)
-        try:
-            ids, mask, pos = self._left_pad(seqs)
-            with self.steered(alphas):
-                self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
-        finally:
-            handle.remove()
+        ids, mask, pos = self._left_pad(seqs)
+        # The capture is registered after the steering hook, so it sees the sum.
+        with captured(self.model, [layer]) as got, self.steered(alphas):
+            self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
         width = ids.shape[1]
-        return [captured["h"][r, width - len(s):] for r, s in enumerate(seqs)]
+        return [got[layer][r, width - len(s):].cpu() for r, s in enumerate(seqs)]
 
     @torch.no_grad()
     def reply_logprobs(self, system: str, user: str, replies: list[str],
@@ -267,9 +253,7 @@ class TransformersBackend:
         """Token ids of the chat-template system block (the reusable prefix)."""
         ids = self._prefix_ids.get(system)
         if ids is None:
-            out = self.tokenizer.apply_chat_template(
-                [{"role": "system", "content": system}], add_generation_prompt=False, tokenize=True)
-            ids = self._prefix_ids[system] = list(out["input_ids"] if not isinstance(out, list) else out)
+            ids = self._prefix_ids[system] = chat_ids(self.tokenizer, system)
         return ids
 
     def _prefill(self, requests: list[GenerationRequest], prompts: list[list[int]],
@@ -312,14 +296,14 @@ class TransformersBackend:
         self.prefix_kv.misses += state.count("miss")
         width = max(len(p) for p in pre)
         rest = [q[len(p):] for p, q in zip(pre, prompts, strict=True)]
-        s_w = max(len(t) for t in rest)
         cache = assemble(self.model.config, kvs, width)
-        dev = self.device
-        ids = torch.tensor([[self._pad_id] * (s_w - len(t)) + t for t in rest], device=dev)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) + [0] * (s_w - len(t)) + [1] * len(t)
-                             for p, t in zip(pre, rest, strict=True)], device=dev)
-        pos = torch.tensor([[0] * (s_w - len(t)) + list(range(len(p), len(p) + len(t)))
-                            for p, t in zip(pre, rest, strict=True)], device=dev)
+        # Left-padded prefix (the cached KV) then the left-padded rest; the rest's
+        # positions continue after each row's own prefix length.
+        _, pre_mask, _ = self._left_pad(pre)
+        ids, rest_mask, rest_pos = self._left_pad(rest)
+        mask = torch.cat([pre_mask, rest_mask], dim=1)
+        pre_len = pre_mask.sum(-1, keepdim=True)
+        pos = torch.where(rest_mask.bool(), rest_pos + pre_len, torch.zeros_like(rest_pos))
         self.hooks.set_alphas(alphas)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
                          use_cache=True, logits_to_keep=self._keep)
