@@ -99,7 +99,7 @@ def _import_legacy(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- verification and diagnostics (steertown.steering.verification, steertown.preflight) ---
+# --- verification and diagnostics (steertown.verification.verdict, steertown.preflight) ---
 
 def _run_config(run_dir: Path):
     """The validated config a run was made with (from its manifest)."""
@@ -122,7 +122,7 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from steertown.steering.verification import format_line, verify_run
+    from steertown.verification.verdict import format_line, verify_run
 
     manifest, cfg = _run_config(args.run_dir)
     backend = None
@@ -168,7 +168,7 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- layer sweep (steertown.steering.layer_sweep) ---
+# --- layer sweep (steertown.verification.layer_sweep) ---
 
 
 def _sweep_layers_args(p: argparse.ArgumentParser) -> None:
@@ -190,7 +190,7 @@ def _sweep_layers_args(p: argparse.ArgumentParser) -> None:
 def _sweep_layers(args: argparse.Namespace) -> int:
     from steertown.config import TRAITS, ConfigError, load_config
     from steertown.inference import get_backend
-    from steertown.steering.layer_sweep import format_table, sweep_layers, write_outputs
+    from steertown.verification.layer_sweep import format_table, sweep_layers, write_outputs
 
     bad = [t for t in args.traits if t not in TRAITS]
     if bad:

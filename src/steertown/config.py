@@ -112,6 +112,12 @@ class VerificationConfig:
 
 
 @dataclass
+class WorldConfig:
+    news_knowers: int = 3  # agents who know the seeded news at tick 0
+    log_prompts: bool = False  # messages.prompt gets each generation's full prompt text
+
+
+@dataclass
 class TrackingConfig:
     enabled: bool = True
     experiment: str = "steertown"
@@ -140,6 +146,7 @@ class RunConfig:
     steering: SteeringConfig = field(default_factory=SteeringConfig)
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
     verification: VerificationConfig = field(default_factory=VerificationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -311,6 +318,8 @@ def validate(cfg: RunConfig) -> RunConfig:
            mem.embedder)
     _check(0 < mem.recency_decay <= 1, "memory.recency_decay", "0 < decay <= 1",
            mem.recency_decay)
+    _check(0 <= cfg.world.news_knowers <= cfg.population, "world.news_knowers",
+           f"0..population ({cfg.population})", cfg.world.news_knowers)
     ver = cfg.verification
     _check(len(ver.coefficients) >= 3, "verification.coefficients", "at least 3 values",
            ver.coefficients)
