@@ -53,12 +53,11 @@ def action_prompt(agent: Agent, town: Town, others: list[str], transcript: list[
     `answering`: (speaker name, line) when this turn is a reply to what was said to it.
     """
     loc = town.locations[agent.location]
-    spec = spec_of(agent)
     lines = [f"Time: tick {tick}. You are at {loc.name}: {loc.description}."]
     lines.append(f"Here with you: {', '.join(others)}." if others else "You are alone here.")
-    lines.append(f"Work here: {loc.work} (+{economy.pay_at(loc.name)} coins). You have "
-                 f"{agent.coins} coins, energy {agent.energy}/{economy.MAX_ENERGY}. "
-                 f"Goal: {spec.describe()}.")
+    # Short on purpose: every token here is paid on every action prompt.
+    lines.append(f"Work here: {loc.work}, +{economy.pay_at(loc.name)} coins. You have "
+                 f"{agent.coins} coins, energy {agent.energy}/{economy.MAX_ENERGY}.")
     if inviter:
         lines.append(f"{inviter} invited you to {agent.invite['place']} ({ACCEPT_OPTION}).")
     if answering:
