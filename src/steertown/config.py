@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TRAITS: tuple[str, ...] = ("E", "A", "C", "O", "N")
-ARMS: tuple[str, ...] = ("fast", "small", "medium", "custom")
+# Arms are the files in conf/arm/ (checked where Hydra composes); here only a safe name.
+ARM_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 MODELS: tuple[str, ...] = ("smollm2", "mock", "hf")
 ACTION_TYPES: tuple[str, ...] = ("MOVE", "TALK", "WORK", "REST", "REFLECT")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -253,7 +254,8 @@ def _check(cond: bool, key: str, allowed: str, value: Any) -> None:
 
 def validate(cfg: RunConfig) -> RunConfig:
     """Check ranges and cross-key constraints; raise ConfigError on the first problem."""
-    _check(cfg.arm in ARMS, "arm", " | ".join(ARMS), cfg.arm)
+    _check(bool(ARM_PATTERN.fullmatch(cfg.arm)), "arm",
+           "a name of letters, digits, '_', '-', '.' (an arm: a file in conf/arm/)", cfg.arm)
     if cfg.run_id is not None:
         _check(bool(RUN_ID_PATTERN.match(cfg.run_id)) and ".." not in cfg.run_id, "run_id",
                "letters, digits, '_', '-', '.' (no path separators or '..'), max 128", cfg.run_id)

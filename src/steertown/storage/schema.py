@@ -131,3 +131,13 @@ TABLES: dict[str, pa.Schema] = {
     "decisions": DECISIONS, "interactions": INTERACTIONS, "agent_state": AGENT_STATE,
     "society": SOCIETY, "memories": MEMORIES, "ticks": TICKS,
 }
+
+
+def option_class(option: str) -> str:
+    """The class of a decision option: its first word, lowercased ("Talk Ben:" -> "talk").
+
+    The world's options all start with their action word, so classes of new actions
+    ("Help ...", "Invite ...") need no list here.
+    """
+    word = option.strip().split(" ", 1)[0] if option and option.strip() else ""
+    return word.rstrip(":").lower()
