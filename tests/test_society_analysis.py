@@ -78,3 +78,19 @@ def test_society_charts_are_drawn(run, tmp_path):
     charts = society.draw_society_charts(run_dir, tmp_path)
     assert set(charts) == set(society.CHART_NAMES)
     assert all((tmp_path / f"{n}.png").stat().st_size > 1000 for n in charts)
+
+
+def test_summary_and_report_carry_the_society(run, tmp_path):
+    from steertown.analysis.report import write_report
+    from steertown.analysis.summary import analyze_run
+
+    run_dir, sim = run
+    summary = analyze_run(run_dir)
+    km = summary["key_metrics"]
+    assert km["society_news_reach"] == pytest.approx(
+        sum(a.knows_news for a in sim.agents) / len(sim.agents), abs=1e-6)
+    assert km["society_talk_count"] > 0
+    page = write_report(run_dir, tmp_path, summary=summary)
+    html = page.read_text()
+    assert 'id="society"' in html
+    assert (page.parent / "ties_network.png").is_file()
