@@ -26,7 +26,8 @@ def main(path: str) -> int:
             return 0
         backend, embedder = get_backend(cfg), get_embedder(cfg.memory.embedder)
         for start, end in plan.chunks:
-            run_chunk(cfg, plan.run_dir, start, end, backend, embedder)
+            out = run_chunk(cfg, plan.run_dir, start, end, backend, embedder)
+            print(f"chunk {start}-{end} restored_from {out['restored_from']}")
         finish_run(plan.run_dir)
     print("finished")
     return 0
