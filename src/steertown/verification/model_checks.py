@@ -26,16 +26,16 @@ from steertown.config import TRAITS, VerificationConfig
 from steertown.inference.backend import GenerationRequest
 from steertown.inference.residual import captured, left_pad, pad_id
 from steertown.steering.contrast_data import load_contrast_data
-from steertown.steering.dose_response import (
+from steertown.storage.run_dir import RunDir, atomic_write_json
+from steertown.verification.check import Check
+from steertown.verification.dose_response import (
     SweepPlan,
     cross_summary,
     run_sweep,
     sweep_coefficients,
 )
-from steertown.steering.inrun import inrun_checks, load_run_messages
-from steertown.steering.readouts import NEUTRAL_SYSTEM, Scorer
-from steertown.steering.verify_logged import Check
-from steertown.storage.run_dir import RunDir, atomic_write_json
+from steertown.verification.inrun import inrun_checks, load_run_messages
+from steertown.verification.readouts import NEUTRAL_SYSTEM, Scorer
 
 # Defaults of every threshold and budget knob (reasons in docs/verification.md); a
 # manifest written before a knob existed falls back to them.
