@@ -82,6 +82,25 @@ def _cpu_check(cfg: RunConfig) -> dict[str, str]:
     return _finding("cpu_load", "ok", detail)
 
 
+def _dtype_check(cfg: RunConfig, backend: Any) -> dict[str, str]:
+    """Which dtype `model.dtype` gives on this machine, and why (loaded or predicted)."""
+    from steertown.inference.model_loading import choose_dtype, resolve_device
+
+    if cfg.model.name == "mock":
+        return _finding("dtype", "ok", "mock backend: no model dtype")
+    if cfg.model.backend == "onnx":
+        return _finding("dtype", "ok", "model.backend=onnx: float32 graph (ONNX Runtime, CPU); "
+                        "its torch reference for vectors and verification is float32 too")
+    loaded = getattr(backend, "loaded", None)
+    if loaded is not None and loaded.dtype_reason:
+        return _finding("dtype", "ok", f"{loaded.dtype}: {loaded.dtype_reason}")
+    try:
+        dtype, why = choose_dtype(cfg.model.dtype, resolve_device(cfg.model.device))
+    except Exception as e:  # e.g. cuda requested without a GPU: the device check says so
+        return _finding("dtype", "warn", f"cannot resolve model.dtype={cfg.model.dtype}: {e}")
+    return _finding("dtype", "ok", f"{str(dtype).replace('torch.', '')}: {why}")
+
+
 def _quantization_check(cfg: RunConfig, backend: Any) -> dict[str, str]:
     loaded = getattr(backend, "loaded", None)
     if loaded is None:
@@ -99,6 +118,7 @@ def preflight(cfg: RunConfig, backend: Any | None = None) -> list[dict[str, str]
     found = _device_checks(cfg, backend)
     found += _memory_checks()
     found.append(_cpu_check(cfg))
+    found.append(_dtype_check(cfg, backend))
     found.append(_quantization_check(cfg, backend))
     n = cfg.optimization.reflect_every_n_ticks
     found.append(_finding("reflection", "warn" if n == 1 else "ok",
