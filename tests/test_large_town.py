@@ -98,3 +98,14 @@ def test_charts_aggregate_long_runs(tmp_path):
     for name, chart in charts.items():
         assert _rows(chart.to_dict()) <= 5000, name
     assert "5-tick bins" in json.dumps(charts["activity_over_time"].to_dict())
+
+
+def test_large_report_renders_in_a_browser(big_run, tmp_path):
+    from test_report import render
+
+    run, reports = big_run
+    page = write_report(run, reports)
+    dom, console = render(page, tmp_path / "profile")
+    drawn = dom.count('class="marks"')
+    assert drawn == page.read_text().count('vegaEmbed("#chart-') >= 10  # society charts too
+    assert console == []
