@@ -14,6 +14,7 @@ from flows.compose import compose_run  # sets the offline environment first
 from steertown.config import RunConfig, load_config
 from steertown.inference.backend import GenerationRequest
 from steertown.inference.batching import BatchStats, generate_all
+from steertown.inference.residual import left_pad, pad_id
 
 Ticks = list[list[GenerationRequest]]
 
@@ -109,13 +110,13 @@ def hf_generate(backend, ticks: Ticks, batch_size: int) -> tuple[float, int]:
     for reqs in ticks:
         prompts = sorted((backend.prompt_ids(r.system, r.user) for r in reqs), key=len)
         for i in range(0, len(prompts), batch_size):
-            ids, mask, _ = backend._left_pad(prompts[i:i + batch_size])
+            ids, mask, _ = left_pad(prompts[i:i + batch_size], pad_id(tok), backend.device)
             n_new = max(r.max_new_tokens for r in reqs)
             t0 = time.perf_counter()
             with torch.no_grad():
                 out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n_new,
                                      min_new_tokens=n_new, do_sample=False,
-                                     pad_token_id=tok.pad_token_id or 0)
+                                     pad_token_id=pad_id(tok))
             seconds += time.perf_counter() - t0
             tokens += (out.shape[1] - ids.shape[1]) * ids.shape[0]
     return seconds, tokens
@@ -164,8 +165,11 @@ class TimedEmbedder:
 
 
 def simulate(cfg: RunConfig, backend, embedder, ticks: int, run_dir: Path,
-             checkpoint_every: int = 10) -> dict[str, Any]:
-    """Whole ticks with per-stage timers; writes parquet ticks and checkpoints like a run."""
+             checkpoint_every: int = 10, progress=None) -> dict[str, Any]:
+    """Whole ticks with per-stage timers; writes parquet ticks and checkpoints like a run.
+
+    `progress(tick, row)` is called after each tick with its timings (for long runs).
+    """
     from steertown.sim.checkpoint import save_checkpoint
     from steertown.sim.engine import Simulation
     from steertown.storage.run_dir import RunDir
@@ -177,12 +181,16 @@ def simulate(cfg: RunConfig, backend, embedder, ticks: int, run_dir: Path,
     emb.seconds = 0.0
     stages = {"model": 0.0, "embedding": 0.0, "tick other": 0.0, "parquet": 0.0,
               "checkpoint": 0.0}
-    rss, events, requests = [], 0, 0
+    rss, events, requests, per_tick = [], 0, 0, []
     t_all = time.perf_counter()
     for t in range(1, ticks + 1):
         e0 = emb.seconds
+        t_tick = time.perf_counter()
         res = sim.run_tick(t)
         row = res.ticks[0]
+        per_tick.append({"tick": t, "seconds": time.perf_counter() - t_tick,
+                         "model_seconds": row["model_seconds"], "events": row["events"],
+                         "reflections": row["reflections"], "tokens_out": row["tokens_out"]})
         stages["model"] += row["model_seconds"]
         stages["embedding"] += emb.seconds - e0
         stages["tick other"] += row["other_seconds"] - (emb.seconds - e0)
@@ -196,6 +204,8 @@ def simulate(cfg: RunConfig, backend, embedder, ticks: int, run_dir: Path,
             save_checkpoint(sim, run, 3)
             stages["checkpoint"] += time.perf_counter() - t0
         rss.append(current_rss_mb())
+        if progress is not None:
+            progress(t, per_tick[-1])
     total = time.perf_counter() - t_all
     return {"seconds": total, "stages": stages, "events": events, "requests": requests,
-            "rss_mb": rss, "ticks": ticks}
+            "rss_mb": rss, "ticks": ticks, "per_tick": per_tick}

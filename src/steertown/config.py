@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TRAITS: tuple[str, ...] = ("E", "A", "C", "O", "N")
-ARMS: tuple[str, ...] = ("fast", "small", "medium", "custom")
+# Arms are the files in conf/arm/ (checked where Hydra composes); here only a safe name.
+ARM_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 MODELS: tuple[str, ...] = ("smollm2", "mock", "hf")
 ACTION_TYPES: tuple[str, ...] = ("MOVE", "TALK", "WORK", "REST", "REFLECT")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -37,7 +38,10 @@ class ModelConfig:
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     device: str = "auto"  # auto | cpu | cuda
     cache_dir: str = "storage/models"
-    num_threads: int = 0  # torch intra-op threads; 0 = torch default
+    num_threads: int = 0  # torch (and ONNX Runtime) intra-op threads; 0 = runtime default
+    # torch = HF transformers (the reference); onnx = ONNX Runtime graph built from the same
+    # weights with per-row steering inputs (CPU; see inference/onnx_backend.py)
+    backend: str = "torch"
 
 
 @dataclass
@@ -116,6 +120,12 @@ class VerificationConfig:
 
 
 @dataclass
+class WorldConfig:
+    news_knowers: int = 3  # agents who know the seeded news at tick 0
+    log_prompts: bool = False  # messages.prompt gets each generation's full prompt text
+
+
+@dataclass
 class TrackingConfig:
     enabled: bool = True
     experiment: str = "steertown"
@@ -144,6 +154,7 @@ class RunConfig:
     steering: SteeringConfig = field(default_factory=SteeringConfig)
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
     verification: VerificationConfig = field(default_factory=VerificationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -251,7 +262,8 @@ def _check(cond: bool, key: str, allowed: str, value: Any) -> None:
 
 def validate(cfg: RunConfig) -> RunConfig:
     """Check ranges and cross-key constraints; raise ConfigError on the first problem."""
-    _check(cfg.arm in ARMS, "arm", " | ".join(ARMS), cfg.arm)
+    _check(bool(ARM_PATTERN.fullmatch(cfg.arm)), "arm",
+           "a name of letters, digits, '_', '-', '.' (an arm: a file in conf/arm/)", cfg.arm)
     if cfg.run_id is not None:
         _check(bool(RUN_ID_PATTERN.match(cfg.run_id)) and ".." not in cfg.run_id, "run_id",
                "letters, digits, '_', '-', '.' (no path separators or '..'), max 128", cfg.run_id)
@@ -265,6 +277,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(cfg.model.name in MODELS, "model.name", " | ".join(MODELS), cfg.model.name)
     _check(cfg.model.dtype in ("auto", "float32", "bfloat16", "float16"), "model.dtype",
            "auto | float32 | bfloat16 | float16", cfg.model.dtype)
+    _check(cfg.model.backend in ("torch", "onnx"), "model.backend", "torch | onnx", cfg.model.backend)
     _check(bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.model.device)), "model.device",
            "auto | cpu | cuda | cuda:<index>", cfg.model.device)
     _check(cfg.model.num_layers >= 1, "model.num_layers", "an integer >= 1", cfg.model.num_layers)
@@ -314,6 +327,8 @@ def validate(cfg: RunConfig) -> RunConfig:
            mem.embedder)
     _check(0 < mem.recency_decay <= 1, "memory.recency_decay", "0 < decay <= 1",
            mem.recency_decay)
+    _check(0 <= cfg.world.news_knowers <= cfg.population, "world.news_knowers",
+           f"0..population ({cfg.population})", cfg.world.news_knowers)
     ver = cfg.verification
     _check(len(ver.coefficients) >= 3, "verification.coefficients", "at least 3 values",
            ver.coefficients)

@@ -24,8 +24,8 @@ import torch
 
 from steertown.config import TRAITS, VerificationConfig
 from steertown.inference.backend import GenerationRequest
+from steertown.inference.residual import captured, left_pad, pad_id
 from steertown.steering.contrast_data import load_contrast_data
-from steertown.steering.hooks import decoder_layers
 from steertown.storage.run_dir import RunDir, atomic_write_json
 from steertown.verification.check import Check
 from steertown.verification.decisions import decision_checks
@@ -80,27 +80,12 @@ def check_residual(backend: Any, alphas: torch.Tensor) -> Check:
         if not torch.any(alphas[r] != 0):
             zero_ok &= bool(torch.equal(s, p))
     # Every hooked layer, in one steered pass: output before vs after the steering hook.
-    pre: dict[int, torch.Tensor] = {}
-    post: dict[int, torch.Tensor] = {}
-    blocks, handles = decoder_layers(backend.model), []
-    for layer in backend.layers:
-        def grab(store, layer=layer):
-            def hook(_m, _a, out):
-                store[layer] = (out[0] if isinstance(out, tuple) else out).float().cpu()
-            return hook
-        handles.append(blocks[layer - 1].register_forward_hook(grab(pre), prepend=True))
-        handles.append(blocks[layer - 1].register_forward_hook(grab(post)))
-    try:
-        width = max(map(len, seqs))
-        ids = torch.tensor([[0] * (width - len(s)) + s for s in seqs], device=backend.device)
-        mask = (torch.arange(width)[None] >= torch.tensor([width - len(s) for s in seqs])[:, None])
-        mask = mask.long().to(backend.device)
-        with backend.steered(alphas):
-            backend.model(input_ids=ids, attention_mask=mask,
-                          position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
+    ids, mask, pos = left_pad(seqs, pad_id(backend.tokenizer), backend.device)
+    with captured(backend.model, backend.layers, before_steering=True) as pre, \
+            captured(backend.model, backend.layers) as post, backend.steered(alphas):
+        backend.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+    pre = {k: v.cpu() for k, v in pre.items()}
+    post = {k: v.cpu() for k, v in post.items()}
     layer_err = {}
     for layer in backend.layers:
         exp = (alphas @ backend.vectors.steering_matrix(layer))[:, None, :]
@@ -133,13 +118,16 @@ def check_batch(backend: Any, alphas: torch.Tensor, tokens: int = 8) -> Check:
     alone = [backend.generate_batch([r])[0] for r in reqs]
     same = [a.text == b.text and a.tokens_out == b.tokens_out
             for a, b in zip(together, alone, strict=True)]
-    exact_dtype = backend.describe().get("dtype") == "float32"
+    # Batch == single row is tested for float32 on CPU only; on CUDA float32 kernels may
+    # depend on the batch shape, so there the check informs rather than decides.
+    d = backend.describe()
+    exact_dtype = d.get("dtype") == "float32" and str(d.get("device", "cpu")).startswith("cpu")
     return Check(
         "mechanistic.batch", all(same), exact_dtype,
         f"{sum(same)}/{len(same)} rows of a mixed, left-padded batch equal their single-row "
         f"output ({tokens} new tokens, seeded)",
-        detail="" if exact_dtype else "not float32: exactness is only promised for equal-length "
-                                      "prompts, so this check is informative",
+        detail="" if exact_dtype else "not float32 on CPU: exactness is promised only there, "
+                                      "so this check is informative",
         data={"identical_rows": float(sum(same)), "rows": float(len(same))})
 
 
