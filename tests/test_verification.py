@@ -265,6 +265,7 @@ def test_dose_response_direction_on_the_real_model(backend):
 @pytest.mark.model
 def test_verify_run_with_the_model_small_budget(tmp_path, backend):
     run = build_run(tmp_path)
+    RunDir(run).update_manifest(model=backend.describe())  # as the flow records it
     report = verify_run(run, backend=backend, vcfg=small_vcfg())
     checks = _by_name(report)
     assert checks["mechanistic.residual"]["passed"] and checks["mechanistic.residual"]["required"]
@@ -274,6 +275,11 @@ def test_verify_run_with_the_model_small_budget(tmp_path, backend):
         assert f"dose.likert.{t}" in checks and not checks[f"dose.likert.{t}"]["required"]
         assert "inrun." + t in checks  # informative with 4 agents
     assert "control.coherence" in checks and "control.random_directions" in checks
+    # The synthetic run logged no decisions: the required in-situ check cannot run, so
+    # the run is NOT VERIFIED (never PASS) even if everything else passed.
+    assert checks["decisions"]["passed"] is None and checks["decisions"]["required"]
+    assert report["verdict"] in ("NOT VERIFIED", "FAIL")
+    assert "text.E" in checks and "text.agreement" in checks  # the MiniLM measure ran
     assert checks["dose.margin.E"]["data"]["slope"] > 0
     for line in (run / "verification" / "report.md").read_text().splitlines():
         if line.startswith("| "):  # figures contain |x|: escaped, so 4 columns stay 4
