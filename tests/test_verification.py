@@ -317,3 +317,18 @@ def test_sweep_layers_cli_writes_table_and_json(tmp_path, capsys):
     assert result["rows"][0]["slope"] > 0
     assert "| E | 16 |" in out.with_suffix(".md").read_text()
     assert "best:" in capsys.readouterr().out
+
+
+def test_dependencies_point_one_way():
+    """verification/ uses steering/ and inference/; neither imports verification/."""
+    import ast
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "steertown"
+    for pkg in ("steering", "inference"):
+        for f in (src / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(f.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                assert not any(n.startswith("steertown.verification") for n in names), \
+                    f"{f.relative_to(src)} imports verification"
