@@ -15,6 +15,8 @@ STEPS=${STEPS:-50}
 SEED=${SEED:-0}
 RUN_ID=${RUN_ID:-verdict-fast-p${POP}-t${STEPS}-s${SEED}}
 PY=${PY:-.venv/bin/python}
+# A loaded machine can take longer than Prefect's default 20 s to start its temporary server.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=${PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS:-180}
 export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" flows/run.py +arm=fast population="$POP" steps="$STEPS" seed="$SEED" run_id="$RUN_ID" \
     live=false color=false "$@"
