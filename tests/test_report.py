@@ -36,7 +36,8 @@ def test_report_is_self_contained(page):
     assert not re.search(r"<script[^>]+src=", text)  # every script is inline
     assert not re.search(r"<link[^>]+href=[\"']?https?:", text)
     assert "window.vegaEmbed" in text or "vegaEmbed=" in text  # the bundle is inlined
-    assert text.count("vegaEmbed(\"#chart") == len(CHART_NAMES)
+    # the run's charts plus the fingerprint heatmap (its own section)
+    assert text.count("vegaEmbed(\"#chart") == len(CHART_NAMES) + 1
 
 
 def test_report_content(page):
@@ -48,6 +49,8 @@ def test_report_content(page):
     assert "<script>alert(1)" not in text
     assert "inference.max_new_tokens" in text  # the flattened config
     assert "81.8%" in text  # success rate highlight (9/11)
+    assert "Behavioural fingerprint" in text and "p_work" in text  # trait x behaviour
+    assert (page.parent / "fingerprint.png").stat().st_size > 2000
 
 
 def test_report_without_verification(tmp_path):

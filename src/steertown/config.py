@@ -96,10 +96,10 @@ class VerificationConfig:
     num_files: int = 0  # 0 = all message files
     items_per_trait: int = 8
     coefficients: list[float] = field(default_factory=lambda: [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0])
-    random_directions: int = 4
+    random_directions: int = 8  # controls of the same norm (>= 1; the gates compare with them)
     min_rho: float = 0.2  # in-run: Spearman of coefficient vs what agents said
     # Thresholds, justified by measurements in docs/verification.md.
-    min_margin_slope: float = 0.0  # 95% CI lower bound of the margin slope must exceed it
+    min_margin_slope: float = 0.1  # 95% CI lower bound of the margin slope must exceed it
     min_dose_rho: float = 0.8  # Spearman of coefficient vs item-mean margin
     min_vs_random: float = 1.0  # trait slope / largest random-direction |slope|
     max_ppl_ratio: float = 3.0  # coherence: steered / unsteered perplexity
@@ -111,6 +111,11 @@ class VerificationConfig:
     messages_per_agent: int = 6
     coherence_prompts: int = 3
     coherence_tokens: int = 24
+    # Decisions in situ: the run's own decisions re-scored (docs/verification.md).
+    decision_samples: int = 64  # decisions re-scored, spread over agents and ticks
+    decision_coefficient: float = 1.0  # +-c for each trait's (and random) decision axis
+    replay_tolerance: float = 1e-3  # |logged - replayed| log-prob (float32; x50 otherwise)
+    text_measure: bool = True  # MiniLM text score per trait (independent of the model)
     seed: int = 0
 
 
@@ -329,6 +334,19 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(len(ver.coefficients) >= 3, "verification.coefficients", "at least 3 values",
            ver.coefficients)
     _check(ver.num_files >= 0, "verification.num_files", "an integer >= 0", ver.num_files)
+    # Zero controls would let the random-direction gates pass vacuously.
+    _check(ver.random_directions >= 1, "verification.random_directions", "an integer >= 1",
+           ver.random_directions)
+    _check(ver.control_items >= 1, "verification.control_items", "an integer >= 1",
+           ver.control_items)
+    _check(ver.items_per_trait >= 2, "verification.items_per_trait", "an integer >= 2",
+           ver.items_per_trait)
+    _check(ver.decision_samples >= 3, "verification.decision_samples", "an integer >= 3",
+           ver.decision_samples)
+    _check(ver.decision_coefficient > 0, "verification.decision_coefficient", "a number > 0",
+           ver.decision_coefficient)
+    _check(ver.replay_tolerance > 0, "verification.replay_tolerance", "a number > 0",
+           ver.replay_tolerance)
     return cfg
 
 
