@@ -126,6 +126,7 @@ class RunTracker:
             "config_hash": str(manifest.get("config_hash")), "git_sha": str(manifest.get("git_sha")),
             "model": str(model.get("name") if isinstance(model, dict) else model),
             "seed": str(cfg_dict.get("seed")), "source": str(manifest.get("source", "steertown")),
+            "steering_mode": str((cfg_dict.get("steering") or {}).get("mode", "vectors")),
             **{k: str(v) for k, v in (tags or {}).items()},
         }
         safe_id = run_id.replace("'", "")

@@ -103,12 +103,26 @@ class TransformersBackend:
                             dtype=torch.float32)
 
     # ----- steering access for verification -----
+    def basis_key(self, placebo_seed: int | None) -> tuple[str, int] | None:
+        """The hooks' basis for a row: None = trait vectors, else the seeded placebo
+        directions (steering.mode=placebo), built and registered on first use."""
+        if placebo_seed is None:
+            return None
+        key = ("placebo", int(placebo_seed))
+        if not self.hooks.has_basis(key):
+            self.hooks.add_basis(key, {layer: self.vectors.placebo_matrix(layer, placebo_seed)
+                                       for layer in self.layers})
+        return key
+
     @contextmanager
-    def steered(self, alphas: torch.Tensor | Sequence[dict[str, float]] | None) -> Iterator[None]:
-        """Forward passes inside use per-row `alphas` ([B, T] tensor or list of dicts)."""
+    def steered(self, alphas: torch.Tensor | Sequence[dict[str, float]] | None,
+                placebo_seeds: Sequence[int | None] | None = None) -> Iterator[None]:
+        """Forward passes inside use per-row `alphas` ([B, T] tensor or list of dicts),
+        on the trait vectors or, per row, on a placebo basis."""
         if alphas is not None and not isinstance(alphas, torch.Tensor):
             alphas = self.alphas_for(alphas)
-        with self.hooks.steered(alphas):
+        bases = None if placebo_seeds is None else [self.basis_key(s) for s in placebo_seeds]
+        with self.hooks.steered(alphas, bases):
             yield
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -174,8 +188,9 @@ class TransformersBackend:
             return []
         inf = self.cfg.inference
         prompts = [self.prompt_ids(r.system, r.user) for r in requests]
-        steer = [r.steering if self.cfg.steering.enabled else {} for r in requests]
-        alphas = self.alphas_for(steer)
+        # The engine already routed each agent's dose by steering mode: add what it says.
+        alphas = self.alphas_for([r.steering for r in requests])
+        bases = [self.basis_key(r.placebo_seed) for r in requests]
         gens = []
         for r in requests:
             g = torch.Generator(device="cpu")
@@ -198,7 +213,8 @@ class TransformersBackend:
         active = list(range(len(requests)))  # batch position -> request index
         t0 = time.perf_counter()
         try:
-            logits, cache, mask, next_pos, prefix_state = self._prefill(requests, prompts, alphas)
+            logits, cache, mask, next_pos, prefix_state = self._prefill(requests, prompts, alphas,
+                                                                        bases)
             while True:
                 last = logits.float().cpu()
                 raw = last  # before penalty/temperature: what decision replay re-scores
@@ -259,7 +275,8 @@ class TransformersBackend:
                 extra={"stop": stop_reason[i], "batch_size": len(requests),
                        "prefix_cache": prefix_state[i],
                        "batch_seconds": round(elapsed, 4),
-                       "alphas": dict(zip(self.traits, alphas[i].tolist(), strict=True))},
+                       "alphas": dict(zip(self.traits, alphas[i].tolist(), strict=True)),
+                       "basis": "trait vectors" if bases[i] is None else f"placebo-s{bases[i][1]}"},
                 option=chosen_option[i], option_logprob=option_lp[i]))
         return results
 
@@ -273,24 +290,26 @@ class TransformersBackend:
         return ids
 
     def _prefill(self, requests: list[GenerationRequest], prompts: list[list[int]],
-                 alphas: torch.Tensor) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor, list[str]]:
+                 alphas: torch.Tensor, bases: list) -> tuple[torch.Tensor, Any, torch.Tensor,
+                                                             torch.Tensor, list[str]]:
         """Prompt forward pass -> (last logits, KV cache, mask, next positions, prefix state)."""
         if self.cfg.optimization.prefix_cache:
-            done = self._prefill_two_phase(requests, prompts, alphas)
+            done = self._prefill_two_phase(requests, prompts, alphas, bases)
             if done is not None:
                 return done
         ids, mask, pos = self._left_pad(prompts)
-        self.hooks.set_alphas(alphas)
+        self.hooks.set_alphas(alphas, bases)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                          logits_to_keep=self._keep)
         return out.logits[:, -1, :], out.cache, mask, pos[:, -1:] + 1, ["off"] * len(prompts)
 
-    def _prefill_two_phase(self, requests, prompts, alphas):
+    def _prefill_two_phase(self, requests, prompts, alphas, bases):
         """Prefix KV from the cache (or one batched pass for the misses), then the rest."""
         pre = [self.prefix_ids(r.system) for r in requests]
         if any(len(p) >= len(q) or q[:len(p)] != p for p, q in zip(pre, prompts, strict=True)):
             return None  # template does not split cleanly: single-phase prefill
-        keys = [PrefixKVCache.key(p, alphas[i]) for i, p in enumerate(pre)]
+        # The basis is part of the key: equal alphas on placebo directions are another prefix.
+        keys = [(*PrefixKVCache.key(p, alphas[i]), bases[i]) for i, p in enumerate(pre)]
         kvs = [self.prefix_kv.get(k) for k in keys]
         state = ["hit" if kv is not None else "miss" for kv in kvs]
         todo: dict[tuple, int] = {}
@@ -300,7 +319,7 @@ class TransformersBackend:
         if todo:
             idx = list(todo.values())
             ids, mask, pos = self._left_pad([pre[i] for i in idx])
-            self.hooks.set_alphas(alphas[idx])
+            self.hooks.set_alphas(alphas[idx], [bases[i] for i in idx])
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                              logits_to_keep=self._keep)  # only the KV is used
             fresh = dict(zip([keys[i] for i in idx],
@@ -320,7 +339,7 @@ class TransformersBackend:
                              for p, t in zip(pre, rest, strict=True)], device=dev)
         pos = torch.tensor([[0] * (s_w - len(t)) + list(range(len(p), len(p) + len(t)))
                             for p, t in zip(pre, rest, strict=True)], device=dev)
-        self.hooks.set_alphas(alphas)
+        self.hooks.set_alphas(alphas, bases)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
                          use_cache=True, logits_to_keep=self._keep)
         return out.logits[:, -1, :], out.cache, mask, pos[:, -1:] + 1, state

@@ -21,6 +21,7 @@ from steertown.agents.profile import Agent, sample_population
 from steertown.config import TRAITS, RunConfig
 from steertown.inference.backend import Backend, GenerationRequest, GenerationResult
 from steertown.inference.batching import BatchStats, generate_all
+from steertown.steering import modes
 from steertown.world.actions import Action, apply_action, parse_action
 from steertown.world.scheduler import Encounter, schedule_encounters
 from steertown.world.town import Town
@@ -79,6 +80,7 @@ class Simulation:
         self.transcripts: dict[str, deque[str]] = {}
         self.tick = 0  # last completed tick
         self.layers = list(cfg.layers)
+        self.placebo_seed = modes.placebo_seed(cfg.seed)
 
     # --- one tick -------------------------------------------------------------------
     def run_tick(self, tick: int) -> TickResult:
@@ -128,10 +130,13 @@ class Simulation:
         if cfg.inference.adaptive_tokens and kind == "action":
             caps = {k: min(v, cfg.inference.max_new_tokens)
                     for k, v in cfg.inference.max_new_tokens_by_action.items() if k != "REFLECT"}
+        mode = cfg.steering.mode
+        dose = agent.steering(cfg.steering.strength, mode != "off")
+        how = modes.deliver(mode, dose, system, self.placebo_seed)
         return GenerationRequest(
             request_id=request_id,
-            system=system, user=user,
-            steering=agent.steering(cfg.steering.strength, cfg.steering.enabled),
+            system=how.system, user=user,
+            steering=how.steering, placebo_seed=how.placebo_seed, dose=dose,
             max_new_tokens=max_new, seed=derive_seed(cfg.seed, tick, agent.agent_id, kind),
             kind=kind, token_caps=caps,
             stop_at_newline=kind == "action", options=options)
@@ -185,9 +190,11 @@ class Simulation:
         row = {"run_id": self.run_id, "tick": tick, "event_id": event_id,
                "agent_id": agent.agent_id, "kind": req.kind, "location": location,
                "content": g.text, "tokens_in": g.tokens_in, "tokens_out": g.tokens_out,
-               "strength": self.cfg.steering.strength if self.cfg.steering.enabled else 0.0,
+               "strength": modes.logged_strength(self.cfg.steering.strength,
+                                                 self.cfg.steering.mode),
+               "steering_mode": self.cfg.steering.mode,
                "layers": self.layers, "seed": req.seed}
-        row.update({f"alpha_{t}": req.steering[t] for t in TRAITS})
+        row.update({f"alpha_{t}": req.dose[t] for t in TRAITS})
         return row
 
     def _apply(self, enc: Encounter, req: GenerationRequest, g: GenerationResult, tick: int,
@@ -208,7 +215,8 @@ class Simulation:
                 "agent_id": agent.agent_id, "system": req.system, "user": req.user,
                 "prompt_hash": prompt_hash(req.system, req.user), "options": list(req.options),
                 "chosen_option": g.option, "option_logprob": g.option_logprob,
-                **{f"alpha_{t}": req.steering[t] for t in TRAITS}, "seed": req.seed})
+                **{f"alpha_{t}": req.dose[t] for t in TRAITS}, "seed": req.seed,
+                "steering_mode": self.cfg.steering.mode})
         result.actions.append({
             "run_id": self.run_id, "tick": tick, "event_id": enc.event_id,
             "agent_id": agent.agent_id, "action_type": action.action_type,
