@@ -251,3 +251,7 @@ def test_hooks_steer_each_row_on_its_own_basis():
     assert torch.allclose(y[2, 0], alphas[2] @ vec.placebo_matrix(4, 5), atol=1e-6)
     with torch.no_grad():
         assert torch.equal(toy(x), x)  # off after the context
+
+
+def test_yaml_off_is_the_off_mode():
+    assert load_config({"steering": {"mode": False}}).steering.mode == "off"

@@ -202,3 +202,10 @@ def _sweep_layers(args: argparse.Namespace) -> int:
     js, md = write_outputs(result, args.out)
     print(f"written: {js} {md}")
     return 0
+
+
+
+# --- experiments: forks, diffs, effect sizes (steertown.cli_experiments) ---
+from steertown import cli_experiments  # noqa: E402
+
+command("fork", cli_experiments.FORK_HELP, cli_experiments.fork_args)(cli_experiments.fork)

@@ -340,6 +340,9 @@ def _upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:
     """Accept the old `steering.enabled` (configs and manifests written before modes):
     false = mode off, true = no change; contradicting an explicit mode is an error."""
     st = data.get("steering")
+    if isinstance(st, dict) and st.get("mode") is False:
+        st = {**st, "mode": "off"}  # YAML 1.1 (OmegaConf's loader) reads `mode: off` as false
+        data = {**data, "steering": st}
     if not isinstance(st, dict) or "enabled" not in st:
         return data
     st = dict(st)

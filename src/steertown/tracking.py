@@ -13,6 +13,7 @@ Where: an explicit URI beats `MLFLOW_TRACKING_URI`, which beats
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -82,6 +83,15 @@ def _param_items(cfg: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def fork_tags(manifest: dict[str, Any]) -> dict[str, str]:
+    """Tags of a forked run (steertown.sim.fork): its parent, fork tick and changes."""
+    fork = manifest.get("fork")
+    if not fork:
+        return {}
+    return {"fork_parent": str(fork["parent"]), "fork_at": str(fork["at"]),
+            "fork_changes": json.dumps(fork["changes"], sort_keys=True, default=str)[:5000]}
+
+
 class RunTracker:
     """An MLflow run for one steertown run; a context manager that ends it on exit."""
 
@@ -127,6 +137,7 @@ class RunTracker:
             "model": str(model.get("name") if isinstance(model, dict) else model),
             "seed": str(cfg_dict.get("seed")), "source": str(manifest.get("source", "steertown")),
             "steering_mode": str((cfg_dict.get("steering") or {}).get("mode", "vectors")),
+            **fork_tags(manifest),
             **{k: str(v) for k, v in (tags or {}).items()},
         }
         safe_id = run_id.replace("'", "")
