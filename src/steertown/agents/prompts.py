@@ -7,13 +7,19 @@ user part carries the tick's situation.
 from __future__ import annotations
 
 from steertown.agents.profile import Agent
+from steertown.world import economy
+from steertown.world.goals import spec_of
 from steertown.world.town import Town
+
+ACCEPT_OPTION = "Accept invite"
 
 ACTION_FORMAT = (
     "Reply with exactly one line, one of:\n"
     "Move <place>\n"
     "Talk <name>: <what you say>\n"
     "Work: <what you do>\n"
+    "Help <name>\n"
+    "Invite <name> to <place>\n"
     "Rest"
 )
 
@@ -32,15 +38,31 @@ def action_options(agent: Agent, town: Town, others: list[str]) -> tuple[str, ..
     places = town.public_neighbours(agent.location)
     if agent.home in town.neighbours(agent.location):
         places.append(agent.home)
-    return (*(f"Move {p}" for p in places), *(f"Talk {o}:" for o in others), "Work:", "Rest")
+    place = spec_of(agent).place
+    return (*(f"Move {p}" for p in places), *(f"Talk {o}:" for o in others),
+            *(f"Help {o}" for o in others), *(f"Invite {o} to {place}" for o in others),
+            *((ACCEPT_OPTION,) if agent.invite else ()), "Work:", "Rest")
 
 
 def action_prompt(agent: Agent, town: Town, others: list[str], transcript: list[str],
-                  memories: list[str], tick: int) -> str:
-    """The per-tick situation an agent acts on."""
+                  memories: list[str], tick: int, inviter: str = "",
+                  answering: tuple[str, str] | None = None) -> str:
+    """The per-tick situation an agent acts on.
+
+    `inviter`: name of who invited the agent (its invitation is pending);
+    `answering`: (speaker name, line) when this turn is a reply to what was said to it.
+    """
     loc = town.locations[agent.location]
+    spec = spec_of(agent)
     lines = [f"Time: tick {tick}. You are at {loc.name}: {loc.description}."]
     lines.append(f"Here with you: {', '.join(others)}." if others else "You are alone here.")
+    lines.append(f"Work here: {loc.work} (+{economy.pay_at(loc.name)} coins). You have "
+                 f"{agent.coins} coins, energy {agent.energy}/{economy.MAX_ENERGY}. "
+                 f"Goal: {spec.describe()}.")
+    if inviter:
+        lines.append(f"{inviter} invited you to {agent.invite['place']} ({ACCEPT_OPTION}).")
+    if answering:
+        lines.append(f'{answering[0]} said to you: "{answering[1]}"')
     lines.append(f"Places next to you: {', '.join(town.public_neighbours(agent.location))}"
                  + (f", {agent.home}." if agent.home in town.neighbours(agent.location) else "."))
     if transcript:
