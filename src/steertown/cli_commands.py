@@ -229,4 +229,5 @@ COMMANDS: tuple[Command, ...] = (
     Command("sweep-layers", "find the layers where each trait vector steers best (dose-response)",
             _sweep_layers_args, _sweep_layers),
     Command("fork", cli_experiments.FORK_HELP, cli_experiments.fork_args, cli_experiments.fork),
+    Command("diff", cli_experiments.DIFF_HELP, cli_experiments.diff_args, cli_experiments.diff),
 )

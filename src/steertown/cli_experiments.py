@@ -1,4 +1,5 @@
-"""Subcommands for experiments: `steertown fork` (steertown.sim.fork); thin glue only.
+"""Subcommands for experiments: `steertown fork` (steertown.sim.fork) and `steertown diff`
+(steertown.analysis.diff); thin glue only.
 
 `fork` takes its options anywhere after the run directory
 (`steertown fork RUN_DIR --at T [--run-id NAME] key=value ...`): argparse cannot mix
@@ -69,4 +70,30 @@ def fork(args: argparse.Namespace) -> int:
         raise ConfigError("flows/ not found: run steertown fork from the project root, or "
                           "pass --no-run") from None
     run_flow(plan.config)
+    return 0
+
+
+DIFF_HELP = "compare two runs: first divergent tick, differing actions, outcomes side by side"
+
+
+def diff_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_a", type=Path, help="a run directory")
+    p.add_argument("run_b", type=Path, help="another run directory (e.g. a fork of run_a)")
+    p.add_argument("--reports-dir", type=Path, default=Path("reports"),
+                   help="where both runs' reports are re-written (default: reports)")
+    p.add_argument("--no-report", action="store_true",
+                   help="only print and store the diff; leave the reports as they are")
+
+
+def diff(args: argparse.Namespace) -> int:
+    """Print the diff, store it in both runs and re-write both runs' reports."""
+    from steertown.analysis.diff import format_diff, write_diff
+
+    d = write_diff(args.run_a, args.run_b)
+    print(format_diff(d))
+    if not args.no_report:
+        from steertown.analysis.report import write_report
+
+        for run in (args.run_a, args.run_b):
+            print(f"report: {write_report(run, args.reports_dir)}")
     return 0

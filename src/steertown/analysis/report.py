@@ -30,6 +30,7 @@ import vl_convert as vlc
 from markupsafe import Markup
 
 from steertown.analysis.charts import build_charts, save_png
+from steertown.analysis.diff import diff_section
 from steertown.analysis.summary import analyze_run
 from steertown.config import flatten
 from steertown.storage.run_dir import RunDir, RunDirError, atomic_write_bytes, atomic_write_json
@@ -206,6 +207,7 @@ SECTION_BUILDERS: tuple[SectionBuilder, ...] = (
     verification_section,
     charts_section,
     tables_section,
+    diff_section,
     timings_section,
     configuration_section,
 )
