@@ -141,7 +141,7 @@ class DecodeLoop:
         caps = [{k.lower(): v for k, v in r.token_caps.items()} for r in requests]
         out_ids: list[list[int]] = [[] for _ in requests]
         chosen_option = [""] * len(requests)
-        option_lp = [0.0 if t is not None else float("nan") for t in tries]
+        option_lp: list[float | None] = [0.0 if t is not None else None for t in tries]
         seen = torch.zeros(len(requests), self.vocab_size, dtype=torch.bool)
         for i, p in enumerate(prompts):
             seen[i, p] = True

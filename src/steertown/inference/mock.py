@@ -83,7 +83,7 @@ class MockBackend:
         words = text.split()[: r.max_new_tokens]
         option = _matching_option(text, r.options)
         # A stand-in log-probability: uniform over the allowed options (no model here).
-        logprob = -float(np.log(len(r.options))) if option else float("nan")
+        logprob = -float(np.log(len(r.options))) if option else None
         return GenerationResult(r.request_id, " ".join(words), self.count_prompt_tokens(r),
                                 len(words), option=option, option_logprob=logprob)
 
