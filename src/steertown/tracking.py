@@ -281,3 +281,33 @@ def search_runs(uri: str, arms: list[str] | None = None,
         if not token:
             break
     return list(out.values())
+
+
+def track_study(uri: str, experiment: str, name: str, params: dict[str, Any],
+                run_ids: list[str], metrics: dict[str, float],
+                artifacts: list[Path | str]) -> str:
+    """The study's parent MLflow run (created, or found again by name on a re-run) with
+    the study's runs nested under it (`mlflow.parentRunId`), its effect sizes as metrics
+    and its report as artifacts. Returns the parent's MLflow run id.
+
+    The parent has no `run_id` tag, so `search_runs` (and compare) never count it as a run.
+    """
+    tracker = RunTracker(uri, experiment)
+    exp_id = tracker.ensure_experiment()
+    safe = name.replace("'", "")
+    found = tracker.client.search_runs([exp_id], f"tags.study_name = '{safe}' and "
+                                       "tags.study_parent = 'true'", ViewType.ACTIVE_ONLY,
+                                       max_results=1)
+    run = found[0] if found else tracker.client.create_run(
+        exp_id, run_name=name, tags={"study_name": name, "study_parent": "true"})
+    tracker.mlflow_run_id = run.info.run_id
+    logged = run.data.params
+    tracker._batch(params=[Param(k, v) for k, v in _param_items(params).items()
+                           if k not in logged])
+    for child in search_runs(uri, run_ids=run_ids):
+        tracker.client.set_tag(child["mlflow_run_id"], "mlflow.parentRunId", run.info.run_id)
+        tracker.client.set_tag(child["mlflow_run_id"], "study_name", name)
+    tracker.log_metrics(metrics)
+    tracker.log_artifacts(artifacts)
+    tracker.end("FINISHED")
+    return run.info.run_id

@@ -28,7 +28,7 @@ import numpy as np
 
 from steertown.analysis.compare import mean_ci
 from steertown.analysis.fingerprint import agent_rates, measure_names
-from steertown.config import TRAITS
+from steertown.config import TRAITS, ConfigError
 from steertown.storage.run_dir import RunDir, atomic_write_bytes, atomic_write_json
 
 STEERED_MODE = "vectors"
@@ -82,7 +82,7 @@ def study_effects(run_dirs: list[str | Path]) -> dict[str, Any]:
     for r in runs:
         key = (r["arm"], r["mode"], r["seed"])
         if key in seen:
-            raise ValueError(f"runs {seen[key]} and {r['run_id']} share arm, mode and seed "
+            raise ConfigError(f"runs {seen[key]} and {r['run_id']} share arm, mode and seed "
                              f"{key}: a study has one run per cell")
         seen[key] = r["run_id"]
     slopes = {r["run_id"]: run_slopes(r["dir"]) for r in runs}
@@ -194,3 +194,34 @@ def write_study_report(result: dict[str, Any], out_dir: str | Path,
     path = out / "index.html"
     atomic_write_bytes(path, str(page).encode())
     return path
+
+
+def effect_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """`effect.<arm>.<control>.<trait>.<measure>` (and `_ci_low`/`_ci_high`) for the
+    expected trait-behaviour pairs: the numbers a study's MLflow parent run carries."""
+    out = {}
+    for r in result["effects"]:
+        if not r["hypothesis"] or r["effect"] is None:
+            continue
+        key = f"effect.{r['arm']}.{r['control']}.{r['trait']}.{r['measure']}"
+        out[key] = r["effect"]
+        if r["ci_low"] is not None:
+            out[key + "_ci_low"], out[key + "_ci_high"] = r["ci_low"], r["ci_high"]
+    return out
+
+
+def tracked_run_dirs(runs: list[dict[str, Any]], root: Path = Path(".")) -> list[Path]:
+    """Run directories of tracked runs (tracking.search_runs rows): `<storage_dir>/<run_id>`
+    from each run's logged config, relative to `root`; runs whose directory is gone are
+    left out."""
+    out = []
+    for r in runs:
+        path = Path(root) / r["params"].get("storage_dir", "storage/dumps") / r["run_id"]
+        if RunDir(path).exists():
+            out.append(path)
+    return out
+
+
+def modes_of(runs: list[dict[str, Any]]) -> set[str]:
+    """Steering modes of tracked runs (from their logged config)."""
+    return {r["params"].get("steering.mode", STEERED_MODE) for r in runs}
