@@ -64,3 +64,24 @@ def test_study_report_is_offline_html_with_the_effects(grid):
     stored = json.loads((tmp / "report" / "effects.json").read_text())
     assert len(stored["runs"]) == 4 and (tmp / "report" / "effects.png").is_file()
     assert "p_talk" in (tmp / "report" / "effects.csv").read_text()
+
+
+def test_steertown_compare_gives_the_effects_of_tracked_runs(grid, capsys):
+    from steertown.cli import main as cli
+    from steertown.storage.run_dir import RunDir
+    from steertown.tracking import RunTracker
+
+    tmp, dirs = grid
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    for d in dirs.values():
+        m = RunDir(d).read_manifest()
+        tracker = RunTracker(uri, "study-test")
+        tracker.start(m["config"], m)
+        tracker.end("FINISHED")
+    assert cli(["compare", "--runs", *(d.name for d in dirs.values()), "--tracking-uri", uri,
+                "--out", str(tmp / "compare")]) == 0
+    out = capsys.readouterr().out
+    assert "custom/placebo" in out and "custom/vectors" in out
+    assert "Effects of steering against each control (paired by seed)" in out
+    assert "| custom | placebo | E | p_talk |" in out
+    assert (tmp / "compare" / "effects" / "index.html").is_file()
