@@ -170,7 +170,7 @@ def gpu_cluster(num_gpus: int, workers_per_gpu: int = 1):
     (CUDA_VISIBLE_DEVICES), so each loads its own model replica once."""
     from distributed import Nanny, Scheduler, SpecCluster
 
-    from steertown.sharding import gpu_worker_envs
+    from steertown.inference.sharding import gpu_worker_envs
 
     workers = {f"gpu-{i}": {"cls": Nanny, "options": {"nthreads": 1, "env": env,
                                                       "host": "127.0.0.1"}}

@@ -206,7 +206,13 @@ def test_sampling_is_row_independent():
     seen[:, :10] = True
     pen = apply_repetition_penalty(logits, seen, 1.3)
     assert torch.equal(pen[:, 10:], logits[:, 10:])
-    assert bool((pen[:, :10].abs() >= logits[:, :10].abs() / 1.3 - 1e-6).all())
+    # Exactly HF's penalty on the seen ids (positive logits / 1.3, negative ones * 1.3), so
+    # every seen token became less likely; no penalty at all fails here.
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    ids = torch.arange(10).repeat(4, 1)
+    torch.testing.assert_close(pen, RepetitionPenaltyLogitsProcessor(1.3)(ids, logits.clone()))
+    assert bool((pen[:, :10] < logits[:, :10]).all())
 
     def gens():
         return [torch.Generator().manual_seed(s) for s in (1, 2, 3, 4)]

@@ -41,7 +41,10 @@ class ModelConfig:
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     device: str = "auto"  # auto | cpu | cuda
     cache_dir: str = "storage/models"
-    num_threads: int = 0  # torch intra-op threads; 0 = torch default
+    num_threads: int = 0  # torch (and ONNX Runtime) intra-op threads; 0 = runtime default
+    # torch = HF transformers (the reference); onnx = ONNX Runtime graph built from the same
+    # weights with per-row steering inputs (CPU; see inference/onnx_backend.py)
+    backend: str = "torch"
 
 
 @dataclass
@@ -274,6 +277,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(cfg.model.name in MODELS, "model.name", " | ".join(MODELS), cfg.model.name)
     _check(cfg.model.dtype in ("auto", "float32", "bfloat16", "float16"), "model.dtype",
            "auto | float32 | bfloat16 | float16", cfg.model.dtype)
+    _check(cfg.model.backend in ("torch", "onnx"), "model.backend", "torch | onnx", cfg.model.backend)
     _check(bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.model.device)), "model.device",
            "auto | cpu | cuda | cuda:<index>", cfg.model.device)
     _check(cfg.model.num_layers >= 1, "model.num_layers", "an integer >= 1", cfg.model.num_layers)

@@ -34,7 +34,8 @@ DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
 
 TICK_METRICS = ("events", "actions", "messages", "reflections", "successes", "tokens_in",
                 "tokens_out", "batches", "tick_seconds", "model_seconds", "other_seconds",
-                "success_rate")
+                "success_rate", "density", "clustering", "degree_centralisation", "gini_coins",
+                "goals_met", "news_reach")
 _STATUS = {"finished": "FINISHED", "complete": "FINISHED", "completed": "FINISHED",
            "success": "FINISHED", "failed": "FAILED", "error": "FAILED", "killed": "KILLED",
            "interrupted": "KILLED", "running": "RUNNING"}

@@ -31,6 +31,7 @@ from markupsafe import Markup
 
 from steertown.analysis.charts import build_charts, save_png
 from steertown.analysis.diff import diff_section
+from steertown.analysis.society import build_society_charts
 from steertown.analysis.summary import analyze_run
 from steertown.config import flatten
 from steertown.storage.run_dir import RunDir, RunDirError, atomic_write_bytes, atomic_write_json
@@ -129,7 +130,7 @@ def highlights_section(ctx: ReportContext) -> Section:
     """Headline counts and rates as cards."""
     s = ctx.summary
     c, tim, km = s["counts"], s["timings"], s["key_metrics"]
-    items = [("agents", c["agents"], ""), ("ticks", c["ticks"], ""),
+    items = [("agents", c["agents"], ","), ("ticks", c["ticks"], ","),
              ("actions", c["actions"], ","), ("messages", c["messages"], ","),
              ("success rate", km.get("success_rate"), "%"),
              ("tokens in / out", f"{km.get('tokens_in', 0):,.0f} / {km.get('tokens_out', 0):,.0f}", ""),
@@ -176,6 +177,15 @@ def charts_section(ctx: ReportContext) -> Section:
     return Section("Charts", "charts", charts=build_charts(ctx.run_dir))
 
 
+def society_section(ctx: ReportContext) -> Section | None:
+    """Ties, news, outcomes by trait (see `analysis/society.py`); absent for older runs."""
+    final = (ctx.summary.get("society") or {}).get("final")
+    if not final:
+        return None
+    return Section("Society", "society", render_fragment(
+        "sections/key_values.html.j2", values=final), charts=build_society_charts(ctx.run_dir))
+
+
 def tables_section(ctx: ReportContext) -> Section:
     """The analysis tables of `summary.json`."""
     beh = ctx.summary["behaviour_vs_trait"]
@@ -206,6 +216,7 @@ SECTION_BUILDERS: tuple[SectionBuilder, ...] = (
     highlights_section,
     verification_section,
     charts_section,
+    society_section,
     tables_section,
     diff_section,
     timings_section,

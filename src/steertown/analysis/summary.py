@@ -2,7 +2,7 @@
 
 Sections (the guide's list plus behaviour against traits): action distribution, agent
 activity, token usage, steering profiles, temporal dynamics, success/failure rates,
-behaviour vs traits, timings. Written to `<run_dir>/analysis/summary.json`.
+behaviour vs traits, timings, and the society (analysis/society.py). Written to `<run_dir>/analysis/summary.json`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from steertown.analysis import queries as q
+from steertown.analysis import society
+from steertown.analysis.society import society_metrics
 from steertown.storage.run_dir import RunDir, atomic_write_json
 
 SUMMARY_FILE = "summary.json"
@@ -59,6 +61,7 @@ def key_metrics(summary: dict[str, Any]) -> dict[str, float]:
         m[f"alpha_mean_{row['trait']}"] = row["logged_mean"]
     for h in summary["behaviour_vs_trait"]["hypotheses"]:
         m[f"spearman_{h['action_type']}_{h['trait']}"] = h["spearman"]
+    m.update(society_metrics(summary.get("society") or {}))
     return {k: float(v) for k, v in m.items()
             if isinstance(v, int | float) and not (isinstance(v, float) and math.isnan(v))}
 
@@ -124,6 +127,11 @@ def analyze_run(run_dir: Path) -> dict[str, Any]:
             "behaviour_vs_trait": _behaviour(con),
             "timings": q.timings(con),
         }
+    finally:
+        con.close()
+    con = society.connect(rd.path)
+    try:
+        summary["society"] = society.society_summary(con)
     finally:
         con.close()
     summary["key_metrics"] = key_metrics(summary)

@@ -8,9 +8,11 @@ tokens, which differ between batch and single runs), its own token limit and its
 early stop. Finished rows leave the batch (KV cache rows and steering rows are dropped
 together), so short answers stop costing compute.
 
-Exactness: in float32 (the CPU default) a row's logits are bit-identical whatever its
-batch neighbours and padding, so batched greedy and seeded sampled outputs equal the
-single-row outputs exactly. bfloat16 keeps this only for rows of equal prompt length.
+Exactness: in float32 on CPU (the default there) a row's logits are bit-identical whatever
+its batch neighbours and padding, so batched greedy and seeded sampled outputs equal the
+single-row outputs exactly (tested). bfloat16 keeps this only for rows of equal prompt
+length. On CUDA nothing is promised: float32 there does not make kernels batch-invariant
+(cuBLAS may pick other algorithms for other batch shapes), and it is untested.
 """
 
 from __future__ import annotations
@@ -94,6 +96,10 @@ class TransformersBackend(DecodeLoop):
         head = self.model.get_output_embeddings()
         # out_features, not weight.shape: a bitsandbytes 4-bit head stores packed weights.
         self.vocab_size = int(getattr(head, "out_features", 0) or head.weight.shape[0])
+        # `logits_to_keep=1` hands the head a strided [B, 1, H] view; for bfloat16 torch's
+        # matmul then broadcasts the [V, H] weight to [B, H, V] and copies it (B x 57 MB
+        # for SmolLM2): 7.5 s of a 10 s batch measured. A contiguous input folds to one mm.
+        head.register_forward_pre_hook(lambda _m, args: (args[0].contiguous(), *args[1:]))
         self._init_decoding()
 
     # ----- steering access for verification -----
@@ -241,8 +247,11 @@ class TransformersBackend(DecodeLoop):
             "steered_positions": "all (prompt and generated)",
             "prefix_cache": ("two-phase prefill, per-agent steered prefix KV reused"
                              if self.cfg.optimization.prefix_cache else "off"),
-            "batch_exactness": ("exact (float32)" if lm.dtype == "float32"
-                                else "exact only for equal-length prompts"),
+            "batch_exactness": (
+                "exact (float32 on CPU, tested)" if lm.dtype == "float32" and lm.device == "cpu"
+                else "not guaranteed (float32 on CUDA: kernels may depend on the batch shape; "
+                     "untested)" if lm.dtype == "float32"
+                else "exact only for equal-length prompts (tested on CPU)"),
             "sampling": {"temperature": self.cfg.inference.temperature,
                          "top_p": self.cfg.inference.top_p,
                          "repetition_penalty": self.cfg.inference.repetition_penalty,

@@ -108,8 +108,9 @@ class Simulation:
         for k in knowers:
             self.by_id[k].news_from, self.by_id[k].news_tick = "seed", 0
         # Tick-0 memories are rebuilt like this on resume, then replaced by the checkpoint's.
+        self._tick0 = TickResult(0, [])  # its memory rows are logged with tick 1's
         self._remember([(k, f"I heard that {NEWS}.", IMPORTANCE["NEWS"]) for k in knowers], 0,
-                       TickResult(0, []))
+                       self._tick0)
 
     # --- one tick -------------------------------------------------------------------
     def run_tick(self, tick: int) -> TickResult:
@@ -129,6 +130,8 @@ class Simulation:
             cap - len(carried), rng)
         turns = self._numbered(carried + scheduled, 0)
         result = TickResult(tick, list(turns))
+        if tick == 1:
+            result.memories.extend(self._tick0.memories)
         reflecting = self._due_reflections(tick)
         stats = BatchStats()
         new_memories: list[tuple[str, str, float]] = []

@@ -10,7 +10,7 @@ Layout of `storage/dumps/<run_id>/`:
                                            chosen option and its log-probability)
   ticks/ticks_tNNNNN.parquet         one row per tick: counts, tokens, timings
   interactions/, agent_state/, society/, memories/   the town's social record (below)
-  checkpoints/ckpt_tNNNNN/           state after tick N (see sim.checkpoint)
+  checkpoints/ckpt_tNNNNN.safetensors   whole simulation state after tick N (sim.checkpoint)
   verification/, analysis/           outputs of the later stages
 Ticks are numbered from 1. Columns ending in `_seconds` are wall-clock timings: the only
 columns allowed to differ between a resumed and an uninterrupted run.

@@ -116,13 +116,16 @@ def check_batch(backend: Any, alphas: torch.Tensor, tokens: int = 8) -> Check:
     alone = [backend.generate_batch([r])[0] for r in reqs]
     same = [a.text == b.text and a.tokens_out == b.tokens_out
             for a, b in zip(together, alone, strict=True)]
-    exact_dtype = backend.describe().get("dtype") == "float32"
+    # Batch == single row is tested for float32 on CPU only; on CUDA float32 kernels may
+    # depend on the batch shape, so there the check informs rather than decides.
+    d = backend.describe()
+    exact_dtype = d.get("dtype") == "float32" and str(d.get("device", "cpu")).startswith("cpu")
     return Check(
         "mechanistic.batch", all(same), exact_dtype,
         f"{sum(same)}/{len(same)} rows of a mixed, left-padded batch equal their single-row "
         f"output ({tokens} new tokens, seeded)",
-        detail="" if exact_dtype else "not float32: exactness is only promised for equal-length "
-                                      "prompts, so this check is informative",
+        detail="" if exact_dtype else "not float32 on CPU: exactness is promised only there, "
+                                      "so this check is informative",
         data={"identical_rows": float(sum(same)), "rows": float(len(same))})
 
 
