@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 from model_fixtures import real_cfg, shared_backend
@@ -111,3 +112,22 @@ def test_placebo_rows_batch_exactly_and_never_share_a_prefix_with_trait_rows(bac
         assert len({trait_row.text, alone.text, together[2].text}) == 3
     finally:
         backend.cfg.inference = saved
+
+
+def test_onnx_backend_steers_placebo_rows_like_the_torch_hooks():
+    """model.backend=onnx: a placebo row's steer input is alpha @ the same placebo matrix."""
+    from test_onnx_backend import onnx_backend
+
+    onnx = onnx_backend()
+    alphas = torch.tensor([[1.0, -0.5, 0, 0, 2.0], [1.0, -0.5, 0, 0, 2.0]])
+    feeds = onnx.steer_inputs(alphas, [None, 77])
+    key = onnx.reference.basis_key(77)
+    for layer in onnx.layers:
+        got = torch.from_numpy(feeds[f"steer_L{layer}"][:, 0])
+        assert torch.allclose(got[0], alphas[0] @ onnx.reference.hooks.basis(None)[layer],
+                              atol=1e-5)
+        assert torch.allclose(got[1], alphas[1] @ onnx.reference.hooks.basis(key)[layer],
+                              atol=1e-5)
+        assert not torch.allclose(got[0], got[1])
+    plain = onnx.steer_inputs(alphas)  # no seeds: the trait-vector path as before
+    assert all(np.array_equal(plain[k][0], feeds[k][0]) for k in plain)
