@@ -255,3 +255,13 @@ def test_hooks_steer_each_row_on_its_own_basis():
 
 def test_yaml_off_is_the_off_mode():
     assert load_config({"steering": {"mode": False}}).steering.mode == "off"
+
+
+def test_hydra_agent_overrides_need_a_plus_and_say_so():
+    from flows.compose import compose_run
+
+    cfg = load_config(compose_run("fast", 0, ["model=mock", "+steering.agents.agent-003.A=0.9"]))
+    assert cfg.steering.agents == {"agent-003": {"A": 0.9}}
+    with pytest.raises(ConfigError, match=r"^steering.agents.agent-003.A: per-agent coefficients "
+                                          r"are new keys; write \+steering.agents.agent-003.A=VALUE$"):
+        compose_run("fast", 0, ["model=mock", "steering.agents.agent-003.A=0.9"])
