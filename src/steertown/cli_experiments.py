@@ -69,7 +69,7 @@ def fork(args: argparse.Namespace) -> int:
             raise
         raise ConfigError("flows/ not found: run steertown fork from the project root, or "
                           "pass --no-run") from None
-    run_flow(plan.config)
+    run_flow(plan.config, list(opts.overrides))  # recorded as what was typed
     return 0
 
 
