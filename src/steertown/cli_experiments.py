@@ -10,6 +10,7 @@ RUN_DIR and parses it here, intermixed.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def _fork_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", help="the fork's run id (default: <parent>-fork-t<T>-<hash>)")
     p.add_argument("--no-run", action="store_true",
                    help="only create the fork directory (run it later with the same command "
-                        "minus --no-run, or python flows/run.py run_id=<fork> ...)")
+                        "minus --no-run, or python flows/continue_run.py <fork_dir>)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="changes, e.g. steering.agents.agent-003.A=0.9 steering.mode=placebo "
                         "steering.strength=2")
@@ -61,16 +62,13 @@ def fork(args: argparse.Namespace) -> int:
           f"{changes or 'nothing'})")
     if opts.no_run:
         return 0
-    sys.path.insert(0, str(Path.cwd()))  # the fork runs through the project's run flow
-    try:
-        from flows.pipeline import run_flow
-    except ModuleNotFoundError as e:
-        if not (e.name or "").startswith("flows"):
-            raise
+    # The fork runs through the project's run flow (Prefect, MLflow), in its own process:
+    # the core CLI does not import the orchestration layer.
+    entry = Path.cwd() / "flows" / "continue_run.py"
+    if not entry.is_file():
         raise ConfigError("flows/ not found: run steertown fork from the project root, or "
-                          "pass --no-run") from None
-    run_flow(plan.config, list(opts.overrides))  # recorded as what was typed
-    return 0
+                          "pass --no-run")
+    return subprocess.call([sys.executable, str(entry), str(plan.run_dir), *opts.overrides])
 
 
 DIFF_HELP = "compare two runs: first divergent tick, differing actions, outcomes side by side"
