@@ -10,6 +10,7 @@ RUN_DIR and parses it here, intermixed.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -54,23 +55,22 @@ def fork(args: argparse.Namespace) -> int:
 
     opts = _fork_parser().parse_intermixed_args(args.rest)
     plan = plan_fork(args.run_dir, opts.at, opts.overrides, opts.run_id)
+    resume = Path.cwd() / "flows" / "resume.py"
+    command = f"python flows/resume.py {plan.run_dir}"
+    if not opts.no_run and not resume.is_file():
+        raise ConfigError("flows/resume.py not found: run steertown fork from the project "
+                          "root, or pass --no-run and run the fork with it later")
     cfg = plan.run_config()
     create_fork(plan, get_embedder(cfg.memory.embedder), lambda: get_backend(cfg), Path.cwd())
     changes = ", ".join(f"{k}: {v['from']} -> {v['to']}" for k, v in plan.changes.items())
     print(f"fork: {plan.run_dir} (parent {plan.parent_id}, changed from tick {plan.at}: "
           f"{changes or 'nothing'})")
     if opts.no_run:
+        print(f"run it with: {command}")
         return 0
-    sys.path.insert(0, str(Path.cwd()))  # the fork runs through the project's run flow
-    try:
-        from flows.pipeline import run_flow
-    except ModuleNotFoundError as e:
-        if not (e.name or "").startswith("flows"):
-            raise
-        raise ConfigError("flows/ not found: run steertown fork from the project root, or "
-                          "pass --no-run") from None
-    run_flow(plan.config, list(opts.overrides))  # recorded as what was typed
-    return 0
+    # The fork continues as a resume through the run flow (an entry point, not an import:
+    # the library does not depend on the orchestration).
+    return subprocess.call([sys.executable, str(resume), str(plan.run_dir)])
 
 
 DIFF_HELP = "compare two runs: first divergent tick, differing actions, outcomes side by side"
