@@ -213,8 +213,8 @@ def test_real_model_fork_replays_exactly_and_reproduces_the_parent(tmp_path):
     assert RunDir(child).read_table("messages").num_rows > 0
 
 
-def test_resume_entry_point_refuses_bad_input_in_one_line(tmp_path):
+def test_continue_entry_point_refuses_bad_input_in_one_line(tmp_path):
     for argv in ([], [str(tmp_path / "nope")]):
-        r = subprocess.run([sys.executable, str(ROOT / "flows" / "resume.py"), *argv],
+        r = subprocess.run([sys.executable, str(ROOT / "flows" / "continue_run.py"), *argv],
                            capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
