@@ -55,19 +55,21 @@ def fork(args: argparse.Namespace) -> int:
 
     opts = _fork_parser().parse_intermixed_args(args.rest)
     plan = plan_fork(args.run_dir, opts.at, opts.overrides, opts.run_id)
+    entry = Path.cwd() / "flows" / "continue_run.py"
+    command = f"python flows/continue_run.py {plan.run_dir}"
+    if not opts.no_run and not entry.is_file():  # checked before anything is written
+        raise ConfigError("flows/ not found: run steertown fork from the project root, or "
+                          "pass --no-run and run the fork later with flows/continue_run.py")
     cfg = plan.run_config()
     create_fork(plan, get_embedder(cfg.memory.embedder), lambda: get_backend(cfg), Path.cwd())
     changes = ", ".join(f"{k}: {v['from']} -> {v['to']}" for k, v in plan.changes.items())
     print(f"fork: {plan.run_dir} (parent {plan.parent_id}, changed from tick {plan.at}: "
           f"{changes or 'nothing'})")
     if opts.no_run:
+        print(f"run it with: {command}")
         return 0
     # The fork runs through the project's run flow (Prefect, MLflow), in its own process:
     # the core CLI does not import the orchestration layer.
-    entry = Path.cwd() / "flows" / "continue_run.py"
-    if not entry.is_file():
-        raise ConfigError("flows/ not found: run steertown fork from the project root, or "
-                          "pass --no-run")
     return subprocess.call([sys.executable, str(entry), str(plan.run_dir), *opts.overrides])
 
 
