@@ -26,8 +26,9 @@ def main(path: str) -> int:
             return 0
         backend, embedder = get_backend(cfg), get_embedder(cfg.memory.embedder)
         for start, end in plan.chunks:
-            out = run_chunk(cfg, plan.run_dir, start, end, backend, embedder)
-            print(f"chunk {start}-{end} restored_from {out['restored_from']}")
+            totals = run_chunk(cfg, plan.run_dir, start, end, backend, embedder)
+            # where the chunk really started: the checkpoint it restored (0 = from scratch)
+            print(f"chunk {start}-{end} restored_from {totals['restored_from']}", flush=True)
         finish_run(plan.run_dir)
     print("finished")
     return 0

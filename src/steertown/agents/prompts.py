@@ -39,9 +39,15 @@ def action_options(agent: Agent, town: Town, others: list[str]) -> tuple[str, ..
     if agent.home in town.neighbours(agent.location):
         places.append(agent.home)
     place = spec_of(agent).place
-    return (*(f"Move {p}" for p in places), *(f"Talk {o}:" for o in others),
-            *(f"Help {o}" for o in others), *(f"Invite {o} to {place}" for o in others),
-            *((ACCEPT_OPTION,) if agent.invite else ()), "Work:", "Rest")
+    # What the agent's energy does not allow is not offered (Rest always is).
+    def able(kind: str, people: list[str] = ()) -> list[str]:
+        return list(people) if not economy.check_energy(agent, kind) else []
+
+    return (*(f"Move {p}" for p in places), *(f"Talk {o}:" for o in able("TALK", others)),
+            *(f"Help {o}" for o in able("HELP", others)),
+            *(f"Invite {o} to {place}" for o in able("INVITE", others)),
+            *((ACCEPT_OPTION,) if agent.invite else ()),
+            *(("Work:",) if able("WORK", ["Work:"]) else ()), "Rest")
 
 
 def action_prompt(agent: Agent, town: Town, others: list[str], transcript: list[str],
@@ -53,12 +59,13 @@ def action_prompt(agent: Agent, town: Town, others: list[str], transcript: list[
     `answering`: (speaker name, line) when this turn is a reply to what was said to it.
     """
     loc = town.locations[agent.location]
-    spec = spec_of(agent)
-    lines = [f"Time: tick {tick}. You are at {loc.name}: {loc.description}."]
+    # Short on purpose: every token here is paid on every action prompt. Early in the prompt
+    # and without the word "Work", which the model otherwise copies (measured: Work's share of
+    # the first-token probability 0.81 with a late "Work here:" line, 0.39 like this).
+    lines = [f"Time: tick {tick}. You are at {loc.name}: {loc.description}. The job here is "
+             f"to {loc.work} ({economy.pay_at(loc.name)} coins). You have {agent.coins} coins "
+             f"and energy {agent.energy}/{economy.MAX_ENERGY}."]
     lines.append(f"Here with you: {', '.join(others)}." if others else "You are alone here.")
-    lines.append(f"Work here: {loc.work} (+{economy.pay_at(loc.name)} coins). You have "
-                 f"{agent.coins} coins, energy {agent.energy}/{economy.MAX_ENERGY}. "
-                 f"Goal: {spec.describe()}.")
     if inviter:
         lines.append(f"{inviter} invited you to {agent.invite['place']} ({ACCEPT_OPTION}).")
     if answering:

@@ -17,8 +17,8 @@ def make_backend(cfg: RunConfig) -> Backend:
         return MockBackend(cfg.layers)
     from dataclasses import replace
 
+    from steertown.inference.sharding import make_sharded, plan_replicas
     from steertown.inference.transformers_backend import TransformersBackend
-    from steertown.sharding import make_sharded, plan_replicas
 
     if cfg.model.backend == "onnx":
         if cfg.optimization.num_gpus > 1:
