@@ -165,6 +165,7 @@ class DecisionScores:
     logprobs: list[np.ndarray]  # per decision [conditions, options]
     coef: float
     tolerance: float = 1e-3  # replay: |logged - re-scored| log-prob that counts as equal
+    exact: bool = True  # float32: a replay is exact; other dtypes drift with padding
 
     def replayed(self, k: int, name: str) -> float:
         """Re-scored log-prob of decision k's chosen option under condition `name`."""
@@ -172,9 +173,12 @@ class DecisionScores:
         return float(self.logprobs[k][self.names.index(name)][d.options.index(d.chosen)])
 
     def applied(self, k: int) -> bool:
-        """Whether the logged decision was generated with the agent's own steering (its
-        logged log-prob is the own-steering replay); False when it was not."""
-        return abs(self.replayed(k, "own") - self.decisions[k].logprob) <= self.tolerance
+        """Whether the logged decision was generated with the agent's own steering: its
+        logged log-prob is the own-steering replay (within the tolerance, or at least
+        closer to it than to the unsteered replay: bfloat16 rows drift with padding)."""
+        logged = self.decisions[k].logprob
+        own = abs(self.replayed(k, "own") - logged)
+        return own <= self.tolerance or own < abs(self.replayed(k, "none") - logged)
 
     def probs(self, k: int, name: str) -> np.ndarray:
         return np.exp(self.logprobs[k][self.names.index(name)])
@@ -192,7 +196,8 @@ class DecisionScores:
 
 
 def rescore(backend: Any, decisions: list[Decision], traits: list[str], n_random: int,
-            coef: float, seed: int = 0, tolerance: float = 1e-3) -> DecisionScores:
+            coef: float, seed: int = 0, tolerance: float = 1e-3,
+            exact: bool = True) -> DecisionScores:
     """Score every decision under (a) own, (b) none, (c) traits at +-coef, (d) randoms."""
     from steertown.verification.readouts import random_directions
 
@@ -209,11 +214,20 @@ def rescore(backend: Any, decisions: list[Decision], traits: list[str], n_random
             row += [(direction, coef), (direction, -coef)]
         steers.append(row)
     return DecisionScores(decisions, names, score_options(scorer, decisions, steers), coef,
-                          tolerance)
+                          tolerance, exact)
+
+
+MAX_CLOSER_TO_UNSTEERED = 0.2  # inexact dtypes: share of steered decisions allowed
 
 
 def replay_check(scores: DecisionScores) -> Check:
-    """Logged option_logprob == re-scored under the agent's own steering, per decision."""
+    """Logged option_logprob == re-scored under the agent's own steering, per decision.
+
+    float32 (exact): every decision within the tolerance. Other dtypes, where a row's
+    logits drift with its batch's padding: the median within the tolerance, and at most
+    20% of the decisions where steering matters closer to the unsteered re-score (a run
+    that generated unsteered has nearly all of them there).
+    """
     diffs, closer_to_none, steered = [], 0, 0
     tolerance = scores.tolerance
     for k, d in enumerate(scores.decisions):
@@ -223,14 +237,22 @@ def replay_check(scores: DecisionScores) -> Check:
             steered += 1
             closer_to_none += abs(none - d.logprob) < abs(own - d.logprob)
     worst = float(max(diffs)) if diffs else float("nan")
-    ok = bool(diffs) and worst <= tolerance
+    median = float(np.median(diffs)) if diffs else float("nan")
+    if scores.exact:
+        ok = bool(diffs) and worst <= tolerance
+        rule = f"every decision within {tolerance:.0e} (float32: exact)"
+    else:
+        ok = bool(diffs) and median <= tolerance and \
+            closer_to_none <= MAX_CLOSER_TO_UNSTEERED * max(steered, 1)
+        rule = (f"median within {tolerance:.0e} and <= {MAX_CLOSER_TO_UNSTEERED:.0%} closer "
+                "to unsteered (not float32: rows drift with padding)")
     return Check(
         "decisions.replay", ok, True,
         f"re-scoring {len(diffs)} logged decisions under the agent's own steering gives the "
-        f"logged log-probability of the chosen option within {worst:.1e} (tolerance "
-        f"{tolerance:.0e}); logged value closer to the UNSTEERED re-score in {closer_to_none}"
-        f"/{steered} decisions where steering matters",
-        data={"max_abs_diff": worst, "decisions": float(len(diffs)),
+        f"logged log-probability of the chosen option within {worst:.1e} (median "
+        f"{median:.1e}); logged value closer to the UNSTEERED re-score in {closer_to_none}"
+        f"/{steered} decisions where steering matters; rule: {rule}",
+        data={"max_abs_diff": worst, "median_abs_diff": median, "decisions": float(len(diffs)),
               "closer_to_unsteered": float(closer_to_none), "steered_decisions": float(steered)})
 
 
@@ -323,10 +345,10 @@ def decision_checks(run: RunDir, backend: Any, steered: list[str], vcfg: Any,
         return [Check("decisions", None, True, "not verified",
                       detail="the run has no logged decisions (older or imported run)")], {}
     n_random = knob(vcfg, "random_directions")
-    dtype = backend.describe().get("dtype")
-    tol = knob(vcfg, "replay_tolerance") * (1 if dtype == "float32" else 50)
+    exact = backend.describe().get("dtype") == "float32"
+    tol = knob(vcfg, "replay_tolerance") * (1 if exact else 50)
     scores = rescore(backend, decisions, steered, n_random, knob(vcfg, "decision_coefficient"),
-                     knob(vcfg, "seed"), tol)
+                     knob(vcfg, "seed"), tol, exact)
     checks = [replay_check(scores)]
     if steered:
         checks += trait_checks(scores, steered, n_random, seed=knob(vcfg, "seed"))
