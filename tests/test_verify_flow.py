@@ -46,7 +46,7 @@ def test_flow_verify_stage_reaches_a_verdict_from_the_model_checks(tmp_path):
     assert checks["decisions.replay"]["data"]["max_abs_diff"] < 1e-3  # float32: exact
     for t in "EACON":
         assert checks[f"decisions.{t}"]["required"]
-        assert checks[f"decisions.{t}"]["data"]["agents"] == 4
+        assert checks[f"decisions.{t}"]["data"]["agents"] >= 3  # agents that acted
     failed = [n for n, c in checks.items() if c["required"] and c["passed"] is False]
     assert (report["verdict"] == "FAIL") == bool(failed)
     # Four agents cannot carry the across-agent statistics: whatever fails is one of them.
