@@ -61,11 +61,27 @@ def test_charts_aggregate_large_towns(big_run):
     assert "sized by its agents" in beh  # more points than MAX_POINTS: binned
 
 
+def test_every_report_chart_aggregates(big_run, tmp_path):
+    # the charts of every section of the report (society charts and any added later)
+    from steertown.analysis.report import SECTION_BUILDERS, ReportContext
+    from steertown.analysis.summary import analyze_run
+    from steertown.storage.run_dir import RunDir
+
+    run, _ = big_run
+    ctx = ReportContext(run, tmp_path, RunDir(run).read_manifest(), analyze_run(run))
+    charts = {n: c for b in SECTION_BUILDERS if (s := b(ctx)) for n, c in s.charts.items()}
+    assert len(charts) > 6
+    for name, chart in charts.items():
+        assert _rows(chart.to_dict()) <= 5000, name
+
+
 def test_report_of_a_large_town(big_run):
     run, reports = big_run
     page = write_report(run, reports)
     text = page.read_text()
-    assert text.count('vegaEmbed("#chart-') == 6
+    # every chart of the main set is embedded (sections may add more)
+    for name in build_charts(run):
+        assert f'vegaEmbed("#chart-{name}"' in text, name
     assert (page.parent / "steering_heatmap.png").stat().st_size > 2000
     assert f">{AGENTS:,}<" in text  # the agents card
 
@@ -84,3 +100,14 @@ def test_charts_aggregate_long_runs(tmp_path):
     for name, chart in charts.items():
         assert _rows(chart.to_dict()) <= 5000, name
     assert "5-tick bins" in json.dumps(charts["activity_over_time"].to_dict())
+
+
+def test_large_report_renders_in_a_browser(big_run, tmp_path):
+    from test_report import render
+
+    run, reports = big_run
+    page = write_report(run, reports)
+    dom, console = render(page, tmp_path / "profile")
+    drawn = dom.count('class="marks"')
+    assert drawn == page.read_text().count('vegaEmbed("#chart-') >= 10  # society charts too
+    assert console == []

@@ -23,6 +23,9 @@ TRAITS: tuple[str, ...] = ("E", "A", "C", "O", "N")
 ARM_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 MODELS: tuple[str, ...] = ("smollm2", "mock", "hf")
 ACTION_TYPES: tuple[str, ...] = ("MOVE", "TALK", "WORK", "REST", "REFLECT")
+# How agents' coefficients reach the model: trait vectors (the default), persona text
+# (the prompting baseline), random directions of the same norms (placebo), or not at all.
+STEERING_MODES: tuple[str, ...] = ("vectors", "prompt", "placebo", "off")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -60,13 +63,15 @@ class InferenceConfig:
 
 @dataclass
 class SteeringConfig:
-    enabled: bool = True
+    mode: str = "vectors"  # vectors | prompt | placebo | off (replaces the old `enabled`)
     strength: float = 1.0
     coefficients: dict[str, float] = field(
         default_factory=lambda: {"E": 0.0, "A": 0.0, "C": 0.0, "O": 0.0, "N": 0.0}
     )
     spread: float = 0.5  # per-trait std of agents' coefficients around the means
     vectors_dir: str = "storage/vectors"
+    # Per-agent interventions: {agent_id: {trait: coefficient}} replaces the sampled value.
+    agents: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -310,6 +315,16 @@ def validate(cfg: RunConfig) -> RunConfig:
         _check(math.isfinite(v) and -1 <= v <= 1, f"steering.coefficients.{k}",
                "a number in [-1, 1]", v)
     st.coefficients = {t: float(st.coefficients.get(t, 0.0)) for t in TRAITS}
+    _check(st.mode in STEERING_MODES, "steering.mode", " | ".join(STEERING_MODES), st.mode)
+    ids = agent_ids(cfg.population)
+    for agent_id, traits in st.agents.items():
+        if agent_id not in ids:
+            raise ConfigError(f"steering.agents.{agent_id}: unknown agent id; allowed: "
+                              f"{ids[0]}..{ids[-1]} (population {cfg.population})")
+        for t, v in traits.items():
+            key = f"steering.agents.{agent_id}.{t}"
+            _check(t in TRAITS, key, "a trait: " + " | ".join(TRAITS), t)
+            _check(math.isfinite(v) and -1 <= v <= 1, key, "a number in [-1, 1]", v)
     op = cfg.optimization
     _check(op.reflect_every_n_ticks >= 1, "optimization.reflect_every_n_ticks",
            "an integer >= 1", op.reflect_every_n_ticks)
@@ -327,8 +342,9 @@ def validate(cfg: RunConfig) -> RunConfig:
            mem.embedder)
     _check(0 < mem.recency_decay <= 1, "memory.recency_decay", "0 < decay <= 1",
            mem.recency_decay)
-    _check(0 <= cfg.world.news_knowers <= cfg.population, "world.news_knowers",
-           f"0..population ({cfg.population})", cfg.world.news_knowers)
+    # more knowers than agents is capped at the population (small test towns keep the default)
+    _check(cfg.world.news_knowers >= 0, "world.news_knowers", "an integer >= 0",
+           cfg.world.news_knowers)
     ver = cfg.verification
     _check(len(ver.coefficients) >= 3, "verification.coefficients", "at least 3 values",
            ver.coefficients)
@@ -349,9 +365,36 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def agent_ids(population: int) -> list[str]:
+    """The agent ids of a town of `population` agents (agents.profile names them so)."""
+    return [f"agent-{i:03d}" for i in range(population)]
+
+
+def _upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """Accept the old `steering.enabled` (configs and manifests written before modes):
+    false = mode off, true = no change; contradicting an explicit mode is an error."""
+    st = data.get("steering")
+    if isinstance(st, dict) and st.get("mode") is False:
+        st = {**st, "mode": "off"}  # YAML 1.1 (OmegaConf's loader) reads `mode: off` as false
+        data = {**data, "steering": st}
+    if not isinstance(st, dict) or "enabled" not in st:
+        return data
+    st = dict(st)
+    enabled = st.pop("enabled")
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"steering.enabled: expected true or false, got {enabled!r} "
+                          "(replaced by steering.mode: " + " | ".join(STEERING_MODES) + ")")
+    if not enabled:
+        if st.get("mode", "off") != "off":
+            raise ConfigError(f"steering.enabled: false contradicts steering.mode={st['mode']}; "
+                              "use steering.mode only")
+        st["mode"] = "off"
+    return {**data, "steering": st}
+
+
 def load_config(data: dict[str, Any]) -> RunConfig:
     """Build and validate a RunConfig from a plain (Hydra-resolved) dict."""
-    data = {k: v for k, v in data.items() if k != "hydra"}
+    data = _upgrade_legacy({k: v for k, v in data.items() if k != "hydra"})
     return validate(_build(RunConfig, data))
 
 

@@ -127,7 +127,9 @@ def preflight(cfg: RunConfig, backend: Any | None = None) -> list[dict[str, str]
                           "set optimization.reflect_every_n_ticks=5" if n == 1 else ""))
     vectors = getattr(backend, "vectors", None)
     vec_id = vectors.vector_id() if vectors is not None else "none (mock or not loaded)"
-    steer = "enabled" if cfg.steering.enabled else "DISABLED (control run: all alphas 0)"
+    steer = {"vectors": "mode vectors", "prompt": "mode prompt (persona text, no vectors)",
+             "placebo": "mode placebo (random directions of the trait vectors' norms)",
+             "off": "mode off (control run: all alphas 0)"}[cfg.steering.mode]
     found.append(_finding("steering", "ok",
                           f"layers {cfg.layers}, strength {cfg.steering.strength}, {steer}, "
                           f"vectors {vec_id}"))

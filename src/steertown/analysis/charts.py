@@ -247,15 +247,23 @@ def _behaviour_vs_trait(con) -> alt.Chart:
 
 def _bin_points(pts: list[dict]) -> list[dict]:
     """Agents' (value, share) points averaged within TRAIT_BINS bins of the trait value."""
-    acc: dict[tuple[str, int], list[float]] = {}
-    for p in pts:
-        b = min(int((p["value"] + 1) / 2 * TRAIT_BINS), TRAIT_BINS - 1)
-        a = acc.setdefault((p["panel"], b), [0.0, 0.0, 0])
-        a[0] += p["value"]
-        a[1] += p["share"]
+    return binned_means(pts, ("panel",), "value", "share")
+
+
+def binned_means(points: list[dict], by: tuple[str, ...], x: str, y: str,
+                 bins: int = TRAIT_BINS, lo: float = -1.0, hi: float = 1.0) -> list[dict]:
+    """Points averaged within `bins` equal bins of `x` over [lo, hi], per group `by`:
+    rows {by..., x: mean x, y: mean y, "agents": points in the bin}. For scatter plots
+    of many agents (draw the result with size="agents:Q")."""
+    acc: dict[tuple, list[float]] = {}
+    for p in points:
+        b = min(max(int((p[x] - lo) / (hi - lo) * bins), 0), bins - 1)
+        a = acc.setdefault((*(p[k] for k in by), b), [0.0, 0.0, 0])
+        a[0] += p[x]
+        a[1] += p[y]
         a[2] += 1
-    return [{"panel": panel, "value": v / n, "share": sh / n, "agents": n}
-            for (panel, _), (v, sh, n) in sorted(acc.items())]
+    return [{**dict(zip(by, key[:-1], strict=True)), x: sx / n, y: sy / n, "agents": n}
+            for key, (sx, sy, n) in sorted(acc.items())]
 
 
 def _placeholder(title: str, why: str) -> alt.Chart:

@@ -30,6 +30,7 @@ import vl_convert as vlc
 from markupsafe import Markup
 
 from steertown.analysis.charts import build_charts, save_png
+from steertown.analysis.diff import diff_section
 from steertown.analysis.society import build_society_charts
 from steertown.analysis.summary import analyze_run
 from steertown.config import flatten
@@ -256,6 +257,7 @@ SECTION_BUILDERS: tuple[SectionBuilder, ...] = (
     charts_section,
     society_section,
     tables_section,
+    diff_section,
     timings_section,
     configuration_section,
 )

@@ -15,7 +15,7 @@ import altair as alt
 import duckdb
 
 from steertown.analysis import queries as q
-from steertown.analysis.charts import WIDTH, save_png
+from steertown.analysis.charts import MAX_POINTS, WIDTH, binned_means, save_png
 from steertown.config import TRAITS
 from steertown.storage import schema
 from steertown.storage.run_dir import RunDir
@@ -185,11 +185,18 @@ def _outcomes_by_trait(con) -> alt.Chart:
     rows = agent_outcomes(con)
     data = [{"trait": t, "coefficient": r[t], "outcome": o, "value": r[o], "agent": r["name"]}
             for r in rows for t in TRAITS for o in OUTCOMES if r[o] is not None]
-    return alt.Chart(alt.Data(values=data)).mark_circle(opacity=0.6).encode(
+    dots = alt.Chart(alt.Data(values=data)).mark_circle(opacity=0.6).encode(
+        tooltip=["agent:N", "trait:N", alt.Tooltip("coefficient:Q", format="+.2f"),
+                 "outcome:N", "value:Q"])
+    if len(data) > MAX_POINTS:  # large towns: mean per coefficient bin, sized by its agents
+        data = binned_means(data, ("trait", "outcome"), "coefficient", "value")
+        dots = alt.Chart(alt.Data(values=data)).mark_circle(opacity=0.6).encode(
+            size=alt.Size("agents:Q", title="agents"),
+            tooltip=["trait:N", "outcome:N", "agents:Q",
+                     alt.Tooltip("coefficient:Q", format="+.2f"), "value:Q"])
+    return dots.encode(
         x=alt.X("coefficient:Q", title="trait coefficient"),
         y=alt.Y("value:Q", title=None),
-        tooltip=["agent:N", "trait:N", alt.Tooltip("coefficient:Q", format="+.2f"),
-                 "outcome:N", "value:Q"],
     ).properties(width=110, height=110).facet(
         column=alt.Column("trait:N", sort=list(TRAITS)),
         row=alt.Row("outcome:N", sort=list(OUTCOMES)),

@@ -48,6 +48,8 @@ class DecodeLoop:
     tokenizer: Any
     traits: list[str]
     vocab_size: int
+    # True when `_open` honours `request.placebo_seed` (steering on placebo directions).
+    supports_placebo: bool = False
 
     def _init_decoding(self) -> None:
         tok = self.tokenizer
@@ -120,7 +122,12 @@ class DecodeLoop:
             return []
         inf = self.cfg.inference
         prompts = [self.prompt_ids(r.system, r.user) for r in requests]
-        alphas = self.alphas_for([r.steering if self.cfg.steering.enabled else {} for r in requests])
+        # The engine already routed each agent's dose by steering mode (steering.modes):
+        # add what the request says. Placebo rows need a backend that builds that basis.
+        if not self.supports_placebo and any(r.placebo_seed is not None for r in requests):
+            raise NotImplementedError(f"{type(self).__name__} cannot steer on placebo "
+                                      "directions (steering.mode=placebo)")
+        alphas = self.alphas_for([r.steering for r in requests])
         gens = []
         for r in requests:
             g = torch.Generator(device="cpu")

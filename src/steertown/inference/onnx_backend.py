@@ -71,6 +71,7 @@ class OnnxBackend(DecodeLoop):
     """Backend protocol on an ONNX Runtime session; torch reference for vectors/verification."""
 
     name = "onnx"
+    supports_placebo = True  # steer_inputs uses each row's basis (steering.mode=placebo)
 
     def __init__(self, cfg: RunConfig, reference: TransformersBackend | None = None) -> None:
         import onnxruntime as ort
@@ -112,8 +113,8 @@ class OnnxBackend(DecodeLoop):
         self._init_decoding()
 
     # Verification reads and patches the residual stream on the torch reference.
-    def steered(self, alphas: Any):
-        return self.reference.steered(alphas)
+    def steered(self, alphas: Any, placebo_seeds: Any = None):
+        return self.reference.steered(alphas, placebo_seeds)
 
     def hidden_at(self, *args: Any, **kwargs: Any):
         return self.reference.hidden_at(*args, **kwargs)
@@ -125,10 +126,25 @@ class OnnxBackend(DecodeLoop):
     def hooks(self):
         return self.reference.hooks
 
-    def steer_inputs(self, alphas: torch.Tensor) -> dict[str, np.ndarray]:
-        """`steer_L<k>` feeds: each row's alpha @ V_k, [B, 1, H] float32."""
+    def steer_inputs(self, alphas: torch.Tensor,
+                     placebo_seeds: list[int | None] | None = None) -> dict[str, np.ndarray]:
+        """`steer_L<k>` feeds: each row's alpha @ V_k, [B, 1, H] float32 (V_k = the trait
+        vectors, or the row's placebo directions when it has a placebo seed)."""
         a = alphas.to(torch.float32).numpy()
-        return {f"steer_L{k}": (a @ v)[:, None, :].astype(np.float32) for k, v in self._dirs.items()}
+        seeds = placebo_seeds or [None] * len(a)
+        if all(s is None for s in seeds):
+            return {f"steer_L{k}": (a @ v)[:, None, :].astype(np.float32)
+                    for k, v in self._dirs.items()}
+        out = {}
+        for k, v in self._dirs.items():
+            d = np.zeros((len(a), v.shape[1]), np.float32)
+            for seed in dict.fromkeys(seeds):
+                rows = [i for i, s in enumerate(seeds) if s == seed]
+                basis = v if seed is None else \
+                    self.vectors.placebo_matrix(k, seed).float().numpy()
+                d[rows] = a[rows] @ basis
+            out[f"steer_L{k}"] = d[:, None, :]
+        return out
 
     def _run(self, ids: np.ndarray, mask: np.ndarray, last: np.ndarray,
              steer: dict[str, np.ndarray], past: list[np.ndarray] | None) -> list[np.ndarray]:
@@ -143,7 +159,7 @@ class OnnxBackend(DecodeLoop):
 
     def _open(self, requests: list[GenerationRequest], prompts: list[list[int]],
               alphas: torch.Tensor) -> tuple[torch.Tensor, _OrtStepper, list[str]]:
-        steer = self.steer_inputs(alphas)
+        steer = self.steer_inputs(alphas, [r.placebo_seed for r in requests])
         lengths = np.asarray([len(p) for p in prompts], dtype=np.int64)
         if self.cfg.optimization.prefix_cache:
             done = self._open_two_phase(requests, prompts, alphas, steer)
@@ -166,7 +182,9 @@ class OnnxBackend(DecodeLoop):
         pre = [self.prefix_ids(r.system) for r in requests]
         if any(len(p) >= len(q) or q[:len(p)] != p for p, q in zip(pre, prompts, strict=True)):
             return None  # template does not split cleanly: single-phase prefill
-        keys = [PrefixKVCache.key(p, alphas[i]) for i, p in enumerate(pre)]
+        # The basis is part of the key: equal alphas on placebo directions are another prefix.
+        keys = [(*PrefixKVCache.key(p, alphas[i]), requests[i].placebo_seed)
+                for i, p in enumerate(pre)]
         kvs = [self.prefix_kv.get(k) for k in keys]
         state = ["hit" if kv is not None else "miss" for kv in kvs]
         todo: dict[tuple, int] = {}

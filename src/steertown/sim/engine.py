@@ -26,6 +26,7 @@ from steertown.agents.profile import Agent, sample_population
 from steertown.config import TRAITS, RunConfig
 from steertown.inference.backend import Backend, GenerationRequest, GenerationResult
 from steertown.inference.batching import BatchStats, generate_all
+from steertown.steering import modes
 from steertown.world.actions import parse_action
 from steertown.world.goals import spec_of, update_goal
 from steertown.world.metrics import society_row
@@ -98,6 +99,7 @@ class Simulation:
         self._retrieved: dict[str, list[int]] = {}  # request id -> memory ids in its prompt
         self.tick = 0  # last completed tick
         self.layers = list(cfg.layers)
+        self.placebo_seed = modes.placebo_seed(cfg.seed)
         # Staggered reflection: agent i reflects on ticks = i (mod n), so each tick carries
         # about 1/n of the reflections instead of all of them every n-th tick.
         n = cfg.optimization.reflect_every_n_ticks
@@ -190,10 +192,13 @@ class Simulation:
                     for k, v in cfg.inference.max_new_tokens_by_action.items() if k != "REFLECT"}
         # A reply turn is an agent's second turn in a tick: its own seed (depth > 0).
         parts = (cfg.seed, tick, agent.agent_id, kind) + ((depth,) if depth else ())
+        mode = cfg.steering.mode
+        dose = agent.steering(cfg.steering.strength, mode != "off")
+        how = modes.deliver(mode, dose, system, self.placebo_seed)
         return GenerationRequest(
             request_id=request_id,
-            system=system, user=user,
-            steering=agent.steering(cfg.steering.strength, cfg.steering.enabled),
+            system=how.system, user=user,
+            steering=how.steering, placebo_seed=how.placebo_seed, dose=dose,
             max_new_tokens=max_new, seed=derive_seed(*parts),
             kind=kind, token_caps=caps,
             stop_at_newline=kind == "action", options=options)
@@ -251,12 +256,14 @@ class Simulation:
         row = {"run_id": self.run_id, "tick": tick, "event_id": event_id,
                "agent_id": agent.agent_id, "kind": req.kind, "location": location,
                "content": g.text, "tokens_in": g.tokens_in, "tokens_out": g.tokens_out,
-               "strength": self.cfg.steering.strength if self.cfg.steering.enabled else 0.0,
+               "strength": modes.logged_strength(self.cfg.steering.strength,
+                                                 self.cfg.steering.mode),
+               "steering_mode": self.cfg.steering.mode,
                "layers": self.layers, "seed": req.seed,
                "memory_ids": self._retrieved.pop(req.request_id, []),
                "prompt_hash": prompt_hash(req.system, req.user),
                "prompt": f"{req.system}\n\n{req.user}" if self.cfg.world.log_prompts else None}
-        row.update({f"alpha_{t}": req.steering[t] for t in TRAITS})
+        row.update({f"alpha_{t}": req.dose[t] for t in TRAITS})
         return row
 
     def _apply(self, enc: Encounter, req: GenerationRequest, g: GenerationResult, tick: int,
@@ -274,7 +281,8 @@ class Simulation:
                 "agent_id": agent.agent_id, "system": req.system, "user": req.user,
                 "prompt_hash": prompt_hash(req.system, req.user), "options": list(req.options),
                 "chosen_option": g.option, "option_logprob": g.option_logprob,
-                **{f"alpha_{t}": req.steering[t] for t in TRAITS}, "seed": req.seed})
+                **{f"alpha_{t}": req.dose[t] for t in TRAITS}, "seed": req.seed,
+                "steering_mode": self.cfg.steering.mode})
         result.actions.append({
             "run_id": self.run_id, "tick": tick, "event_id": enc.event_id,
             "agent_id": agent.agent_id, "action_type": action.action_type,
