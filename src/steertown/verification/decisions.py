@@ -152,8 +152,28 @@ def score_options(scorer: Scorer, decisions: list[Decision],
     return out
 
 
-def own_steer(d: Decision) -> Steer:
-    return norm_steer(tuple((t, a) for t, a in d.alphas.items() if a != 0))
+PLACEBO_PREFIX = "placebo:"  # extra directions: a placebo run's basis, per trait
+
+
+def own_steer(d: Decision, delivery: str = "vectors") -> Steer:
+    """The steering decision `d` was generated with, as the run delivered its dose:
+    on the trait hooks (vectors), on the run's placebo basis (placebo), or not through
+    the residual stream at all (prompt, off: the logged alphas are only the dose)."""
+    if delivery not in ("vectors", "placebo"):
+        return UNSTEERED
+    prefix = PLACEBO_PREFIX if delivery == "placebo" else ""
+    return norm_steer(tuple((prefix + t, a) for t, a in d.alphas.items() if a != 0))
+
+
+def run_delivery(manifest: dict) -> tuple[str, int | None]:
+    """(steering mode, placebo seed or None) of a run, from its manifest's config."""
+    st = (manifest.get("config") or {}).get("steering") or {}
+    mode = st.get("mode", "vectors" if st.get("enabled", True) else "off")
+    if mode == "placebo":
+        from steertown.steering.modes import placebo_seed
+
+        return mode, placebo_seed(int((manifest.get("config") or {}).get("seed", 0)))
+    return str(mode), None
 
 
 @dataclasses.dataclass
@@ -196,20 +216,29 @@ class DecisionScores:
 
 
 def rescore(backend: Any, decisions: list[Decision], traits: list[str], n_random: int,
-            coef: float, seed: int = 0, tolerance: float = 1e-3,
-            exact: bool = True) -> DecisionScores:
-    """Score every decision under (a) own, (b) none, (c) traits at +-coef, (d) randoms."""
+            coef: float, seed: int = 0, tolerance: float = 1e-3, exact: bool = True,
+            delivery: str = "vectors", placebo_seed: int | None = None) -> DecisionScores:
+    """Score every decision under (a) own, (b) none, (c) traits at +-coef, (d) randoms.
+
+    `delivery` is the run's steering mode: (a) replays what the run applied (the trait
+    hooks, the placebo basis of `placebo_seed`, or nothing in prompt and off mode).
+    """
     from steertown.verification.readouts import random_directions
 
     rand = random_directions(backend, n_random, seed)
-    scorer = Scorer(backend, {**true_trait_directions(backend), **rand})
+    extra = {**true_trait_directions(backend), **rand}
+    if delivery == "placebo":
+        extra.update({f"{PLACEBO_PREFIX}{t}": {
+            layer: backend.vectors.placebo_matrix(layer, placebo_seed)[k]
+            for layer in backend.layers} for k, t in enumerate(backend.traits)})
+    scorer = Scorer(backend, extra)
     names = ["own", "none"]
     dirs = [f"{AXIS_PREFIX}{t}" for t in traits] + list(rand)
     for direction in dirs:
         names += [f"{direction}+", f"{direction}-"]
     steers = []
     for d in decisions:
-        row: list[Steer] = [own_steer(d), UNSTEERED]
+        row: list[Steer] = [own_steer(d, delivery), UNSTEERED]
         for direction in dirs:
             row += [(direction, coef), (direction, -coef)]
         steers.append(row)
@@ -233,7 +262,7 @@ def replay_check(scores: DecisionScores) -> Check:
     for k, d in enumerate(scores.decisions):
         own, none = scores.replayed(k, "own"), scores.replayed(k, "none")
         diffs.append(abs(own - d.logprob))
-        if any(a != 0 for a in d.alphas.values()) and abs(own - none) > tolerance:
+        if abs(own - none) > tolerance:  # steering mattered for this decision
             steered += 1
             closer_to_none += abs(none - d.logprob) < abs(own - d.logprob)
     worst = float(max(diffs)) if diffs else float("nan")
@@ -347,8 +376,9 @@ def decision_checks(run: RunDir, backend: Any, steered: list[str], vcfg: Any,
     n_random = knob(vcfg, "random_directions")
     exact = backend.describe().get("dtype") == "float32"
     tol = knob(vcfg, "replay_tolerance") * (1 if exact else 50)
+    delivery, placebo = run_delivery(run.read_manifest())
     scores = rescore(backend, decisions, steered, n_random, knob(vcfg, "decision_coefficient"),
-                     knob(vcfg, "seed"), tol, exact)
+                     knob(vcfg, "seed"), tol, exact, delivery, placebo)
     checks = [replay_check(scores)]
     if steered:
         checks += trait_checks(scores, steered, n_random, seed=knob(vcfg, "seed"))
