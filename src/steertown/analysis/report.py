@@ -192,7 +192,9 @@ def fingerprint_heatmap(rows: list[dict]) -> alt.Chart:
         tooltip=["measure:N", "trait:N", alt.Tooltip("rho:Q", format="+.2f"),
                  alt.Tooltip("ci_low:Q", format="+.2f"), alt.Tooltip("ci_high:Q", format="+.2f"),
                  "agents:Q"])
-    text = base.mark_text(fontSize=10).encode(text=alt.Text("rho:Q", format="+.2f"))
+    text = base.mark_text(fontSize=10).encode(
+        text=alt.Text("rho:Q", format="+.2f"),
+        color=alt.condition("abs(datum.rho) > 0.6", alt.value("white"), alt.value("black")))
     return (cells + text).properties(title="Behavioural fingerprint: rate vs trait",
                                      width=260, height=alt.Step(18))
 
