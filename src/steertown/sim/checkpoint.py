@@ -66,6 +66,7 @@ def save_checkpoint(sim: Simulation, run: RunDir, keep: int) -> Path:
         "agents": {a.agent_id: a.to_state() for a in sim.agents},
         "memories": {k: v["texts"] for k, v in metas.items()},
         "transcripts": {k: list(v) for k, v in sim.transcripts.items()},
+        "line_history": sim.quality.to_state(),
     }
     state_json = json.dumps(state, sort_keys=True)
     data = st_save(arrays, metadata={"state": state_json,
@@ -138,3 +139,4 @@ def restore(sim: Simulation, state: dict, arrays: dict[str, np.ndarray]) -> None
         offset += n
     sim.transcripts = {k: deque(v, maxlen=TRANSCRIPT_LINES)
                        for k, v in state["transcripts"].items()}
+    sim.quality.load_state(state.get("line_history", {}))

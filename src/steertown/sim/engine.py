@@ -18,6 +18,7 @@ import numpy as np
 from steertown.agents import prompts
 from steertown.agents.memory import MemoryStream
 from steertown.agents.profile import Agent, sample_population
+from steertown.agents.text_quality import NOT_FREE_TEXT, QualityLabeler, situation_text
 from steertown.config import TRAITS, RunConfig
 from steertown.inference.backend import Backend, GenerationRequest, GenerationResult
 from steertown.inference.batching import BatchStats, generate_all
@@ -77,6 +78,8 @@ class Simulation:
                                                   cfg.memory.recency_decay)
                          for a in self.agents}
         self.transcripts: dict[str, deque[str]] = {}
+        self.quality = QualityLabeler(embedder)  # labels what agents say (messages.quality)
+        self._heard: dict[str, list[str]] = {}
         self.tick = 0  # last completed tick
         self.layers = list(cfg.layers)
 
@@ -101,11 +104,13 @@ class Simulation:
         occupancy: dict[str, int] = {}
         for a in self.agents:
             occupancy[a.location] = occupancy.get(a.location, 0) + 1
+        self._heard = {k: list(v) for k, v in self.transcripts.items()}  # what prompts showed
         for enc in encounters:
             self._apply(enc, *done[f"a{tick}-{enc.event_id}"], tick, occupancy, result,
                         new_memories)
         for agent in reflecting:
             self._reflect(agent, *done[f"r{tick}-{agent.agent_id}"], tick, result, new_memories)
+        self.quality.flush()
         self._remember(new_memories, tick)
         self.tick = tick
         elapsed = time.perf_counter() - t0
@@ -186,7 +191,7 @@ class Simulation:
                "agent_id": agent.agent_id, "kind": req.kind, "location": location,
                "content": g.text, "tokens_in": g.tokens_in, "tokens_out": g.tokens_out,
                "strength": self.cfg.steering.strength if self.cfg.steering.enabled else 0.0,
-               "layers": self.layers, "seed": req.seed}
+               "layers": self.layers, "seed": req.seed, "quality": NOT_FREE_TEXT}
         row.update({f"alpha_{t}": req.steering[t] for t in TRAITS})
         return row
 
@@ -201,7 +206,9 @@ class Simulation:
         agent.location = after
         if not ok:
             agent.failures += 1
-        result.messages.append(self._message_row(req, g, agent, tick, enc.event_id, where))
+        msg = self._message_row(req, g, agent, tick, enc.event_id, where)
+        result.messages.append(msg)
+        self._submit_quality(msg, agent, action, where)
         if req.options:
             result.decisions.append({
                 "run_id": self.run_id, "tick": tick, "event_id": enc.event_id,
@@ -234,6 +241,14 @@ class Simulation:
             new_memories.append((agent.agent_id, f"I worked at {where}: {what}", IMPORTANCE["WORK"]))
         else:
             new_memories.append((agent.agent_id, f"I rested at {where}.", IMPORTANCE["REST"]))
+
+    def _submit_quality(self, msg: dict, agent: Agent, action: Action, where: str) -> None:
+        """Queue a message for its quality label (computed at the end of the tick)."""
+        heard = [line.split(": ", 1)[-1] for line in self._heard.get(where, ())]
+        loc = self.town.locations[where]
+        self.quality.submit(msg, agent.agent_id, action.action_type, action.text,
+                            situation_text(where, loc.description, loc.work, agent.goal,
+                                           heard[-1] if heard else ""), heard)
 
     def _reflect(self, agent: Agent, req: GenerationRequest, g: GenerationResult, tick: int,
                  result: TickResult, new_memories: list[tuple[str, str, float]]) -> None:

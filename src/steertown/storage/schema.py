@@ -48,6 +48,9 @@ MESSAGES = pa.schema([
     *ALPHA_FIELDS,
     pa.field("strength", pa.float64()), pa.field("layers", pa.list_(pa.int64())),
     pa.field("seed", pa.int64()),
+    # Free-text quality label (agents.text_quality): ok | garbage | template_leak |
+    # too_short | repeat | unrelated; `none` for Move/Rest and reflections.
+    pa.field("quality", pa.string()),
 ])
 
 REFLECTIONS = pa.schema([
