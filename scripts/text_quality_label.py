@@ -22,6 +22,8 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--embedder", default="minilm")
+    ap.add_argument("--exclude-seed", type=int, default=None,
+                    help="leave out the lines a sample with this seed would show (held-out read)")
     args = ap.parse_args()
     import numpy as np
 
@@ -61,8 +63,12 @@ def main() -> None:
     talk = sum(r["action_type"] == "TALK" for r in rows if (r["tick"], r["event_id"]) in met)
     print(f"Talk share where someone was present: {talk}/{len(met)} = {talk / max(1, len(met)):.3f}")
     print(f"mean tokens_in per action: {np.mean([r['tokens_in'] for r in rows]):.1f}")
+    pool = range(len(free))
+    if args.exclude_seed is not None:
+        seen = set(random.Random(args.exclude_seed).sample(pool, min(args.sample, len(free))))
+        pool = [i for i in pool if i not in seen]
     rng = random.Random(args.seed)
-    idx = sorted(rng.sample(range(len(free)), min(args.sample, len(free))))
+    idx = sorted(rng.sample(list(pool), min(args.sample, len(pool))))
     for i in idx:
         r, row, t, _ = free[i]
         print(f"[{i:3d}] {row['quality']:13s} {cos[i]:+.2f} {r['location']:16s} {r['content']!r}")

@@ -62,6 +62,7 @@ def test_too_short(text):
     "Monday. What can I do for you today?", "I am happy to answer your question.",
     "You've been making some delicious pizza in the garden tonight.",
     "It is tick 7 and I tend the garden beds.",
+    "My plan: I have been thinking about the garden all day.",
 ])
 def test_template_leak(text):
     assert label(text) == "template_leak"

@@ -6,8 +6,9 @@ Every action message gets one label at generation time (messages.quality):
 - `garbage`       emoji or symbol runs, markup, few letters, loops (a phrase or an action
                   prefix repeated inside the line)
 - `template_leak` the prompt shows through: placeholders (`<place>`, `[name]`), prompt
-                  phrases ("Reply with", "tick 7"), assistant-speak ("What can I do for
-                  you", "your question"), or a Work line addressed to "you"
+                  phrases ("Reply with", "tick 7"), a label before the line ("My plan:
+                  ..."), assistant-speak ("What can I do for you", "your question"), or a
+                  Work line addressed to "you"
 - `too_short`     fewer than MIN_WORDS words after the action prefix
 - `repeat`        (nearly) the same as one of the agent's own earlier lines, or a parrot of
                   a line just heard at the place
@@ -40,7 +41,7 @@ REPEAT_JACCARD = 0.8  # word-set overlap at which a line counts as the same line
 # Cosine below which a line is unrelated to its situation, per embedder. Set from a
 # hand-read sample of the default model's lines (docs/text_quality.md); an embedder
 # not listed here skips the rule rather than applying a meaningless threshold.
-RELATED_MIN: dict[str, float] = {"minilm": 0.10, "hashing": -1.0}
+RELATED_MIN: dict[str, float] = {"minilm": 0.15, "hashing": -1.0}
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*|\d+")
 _PLACEHOLDER = re.compile(r"<[^<>]{1,40}>|\[[A-Za-z][A-Za-z _]{0,30}\]|\{[A-Za-z_ ]{1,30}\}")
@@ -59,6 +60,9 @@ _LEAK_PHRASES = (
     "i hope this helps", "here is a", "here are some", "sure, here", "certainly!",
 )
 _TICK = re.compile(r"\btick\s*\d+", re.I)
+# A label before the line ("David: ...", "My plan: ...", "4: ..."): the model is writing a
+# form or a script, not speaking.
+_LABEL_START = re.compile(r"^[\w#' ]{1,20}:\s")
 
 
 class Embedder(Protocol):
@@ -96,7 +100,7 @@ def is_garbage(text: str) -> bool:
 def is_template_leak(text: str, action_type: str) -> bool:
     """Placeholders, prompt wording, assistant-speak, or a Work line addressed to "you"."""
     low = text.lower()
-    if _PLACEHOLDER.search(text) or _TICK.search(text):
+    if _PLACEHOLDER.search(text) or _TICK.search(text) or _LABEL_START.match(text):
         return True
     if any(p in low for p in _LEAK_PHRASES):
         return True
