@@ -104,7 +104,27 @@ def test_per_row_limits_and_action_line_stop(backend, decoding):
     assert res[1].tokens_out <= 3
     for r in res:
         assert "\n" not in r.text
-        assert r.extra["stop"] in ("eos", "newline", "length")
+        assert r.extra["stop"] in ("eos", "newline", "length", "sentence")
+
+
+@pytest.mark.model
+def test_action_lines_stop_after_one_sentence(backend, decoding):
+    """inference.stop_at_sentence: a free-text action line ends with its first full sentence."""
+    from steertown.inference.constrained import sentence_done
+
+    decoding.inference.temperature = 0.8
+    reqs = [dataclasses.replace(r, options=("Work: I",), max_new_tokens=40, stop_at_newline=True)
+            for r in _requests(kind="action")]
+    decoding.inference.stop_at_sentence = False
+    long = backend.generate_batch(reqs)
+    decoding.inference.stop_at_sentence = True
+    short = backend.generate_batch(reqs)
+    assert all(r.extra["stop"] != "sentence" for r in long)
+    assert any(r.extra["stop"] == "sentence" for r in short)
+    for a, b in zip(long, short, strict=True):
+        assert a.text.startswith(b.text)  # same tokens up to the stop
+        if b.extra["stop"] == "sentence":
+            assert sentence_done(b.text) and b.tokens_out < a.tokens_out
 
 
 @pytest.mark.model

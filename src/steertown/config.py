@@ -47,6 +47,9 @@ class InferenceConfig:
     top_p: float = 0.9
     repetition_penalty: float = 1.1
     adaptive_tokens: bool = True  # per-action token caps + stop at end of action
+    # Action lines stop at the end of their first full sentence (>= 4 words of free text):
+    # a 135M model that goes on past one sentence mostly drifts into assistant-speak.
+    stop_at_sentence: bool = True
     # REFLECT 32: a plan is "one or two sentences" and is cut to 300 characters anyway;
     # uncapped reflections ran to 48 tokens and were over half of a run's decode steps.
     max_new_tokens_by_action: dict[str, int] = field(

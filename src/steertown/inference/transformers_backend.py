@@ -24,7 +24,7 @@ import torch
 
 from steertown.config import TRAITS, RunConfig
 from steertown.inference.backend import GenerationRequest, GenerationResult
-from steertown.inference.constrained import OptionTrie
+from steertown.inference.constrained import OptionTrie, sentence_done
 from steertown.inference.model_loading import load_model
 from steertown.inference.prefix_cache import PrefixKVCache, assemble, split_cache_rows
 from steertown.inference.sampling import apply_repetition_penalty, choose_tokens
@@ -184,6 +184,7 @@ class TransformersBackend:
         limits = [max(1, int(r.max_new_tokens)) for r in requests]
         # Stop at the end of the action line (first newline after some content).
         line_stop = [inf.adaptive_tokens and r.stop_at_newline for r in requests]
+        sentence_stop = [stop and inf.stop_at_sentence for stop in line_stop]
         tries = [self._trie(r.options) for r in requests]
         nodes = [t.root if t is not None else None for t in tries]  # None = free text
         caps = [{k.lower(): v for k, v in r.token_caps.items()} for r in requests]
@@ -226,6 +227,8 @@ class TransformersBackend:
                         stop_reason[i] = "eos"
                     elif line_stop[i] and self._has_newline(tok) and self._text(out_ids[i]).strip():
                         stop_reason[i] = "newline"
+                    elif sentence_stop[i] and sentence_done(self._text(out_ids[i])):
+                        stop_reason[i] = "sentence"
                     elif len(out_ids[i]) >= limits[i]:
                         stop_reason[i] = "length"
                     else:
