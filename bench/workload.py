@@ -14,6 +14,7 @@ from flows.compose import compose_run  # sets the offline environment first
 from steertown.config import RunConfig, load_config
 from steertown.inference.backend import GenerationRequest
 from steertown.inference.batching import BatchStats, generate_all
+from steertown.inference.residual import left_pad, pad_id
 
 Ticks = list[list[GenerationRequest]]
 
@@ -109,13 +110,13 @@ def hf_generate(backend, ticks: Ticks, batch_size: int) -> tuple[float, int]:
     for reqs in ticks:
         prompts = sorted((backend.prompt_ids(r.system, r.user) for r in reqs), key=len)
         for i in range(0, len(prompts), batch_size):
-            ids, mask, _ = backend._left_pad(prompts[i:i + batch_size])
+            ids, mask, _ = left_pad(prompts[i:i + batch_size], pad_id(tok), backend.device)
             n_new = max(r.max_new_tokens for r in reqs)
             t0 = time.perf_counter()
             with torch.no_grad():
                 out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n_new,
                                      min_new_tokens=n_new, do_sample=False,
-                                     pad_token_id=tok.pad_token_id or 0)
+                                     pad_token_id=pad_id(tok))
             seconds += time.perf_counter() - t0
             tokens += (out.shape[1] - ids.shape[1]) * ids.shape[0]
     return seconds, tokens

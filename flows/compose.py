@@ -10,6 +10,7 @@ multirun produce the same runs and run_ids.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from flows.environment import PROJECT_ROOT, configure
 
@@ -27,11 +28,62 @@ CONF = PROJECT_ROOT / "conf"
 _LOCK = threading.Lock()  # Hydra's global state: one composition at a time per process
 
 
+def group_options(group: str, conf: Path = CONF) -> list[str]:
+    """The options of a config group: the YAML files in conf/<group>/ (arm, model)."""
+    return sorted(p.stem for p in (conf / group).glob("*.yaml"))
+
+
+def hydra_overrides(argv: list[str]) -> tuple[list[str], Path]:
+    """The key=value overrides of a `flows/run.py` command line and its config dir.
+
+    Hydra's own flags (`--cfg job`, `--info defaults`, `-cn x`, `-m`...) are split off by
+    Hydra's own argument parser, so they reach Hydra untouched.
+    """
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        args, _ = get_args_parser().parse_known_args(argv)
+    except SystemExit:  # Hydra will print its own usage error for this command line
+        return [], CONF
+    conf = Path(args.config_dir or (PROJECT_ROOT / "flows" / args.config_path
+                                    if args.config_path else CONF))
+    return list(args.overrides), conf
+
+
+def override_problem(overrides: list[str], conf: Path = CONF) -> str | None:
+    """One-line message for a malformed override or an unknown key/arm/model, else None.
+
+    Hydra's own errors for these are multi-line; users get one line and exit code 2.
+    Arms and models are whatever `conf/arm/*.yaml` and `conf/model/*.yaml` hold.
+    """
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as e:
+        return f"malformed override: {str(e).splitlines()[0]}"
+    from steertown.config import RunConfig, flatten
+
+    known = set(flatten(RunConfig().to_dict()))
+    for o in parsed:
+        group = o.key_or_group
+        if group not in ("arm", "model"):
+            if not (group.startswith("hydra") or o.is_add() or group in known
+                    or any(k.startswith(group + ".") or group.startswith(k + ".")
+                           for k in known)):
+                return f"{group}: unknown key; see conf/config.yaml for the keys"
+            continue
+        values = o.value()
+        values = [values] if isinstance(values, str) else list(getattr(values, "list", values))
+        options = group_options(group, conf)
+        for v in values:
+            if str(v) not in options:
+                return (f"{group}: unknown {group} {v!r}; allowed: {' | '.join(options)} "
+                        f"(the files in {conf / group})")
+    return None
+
+
 def check_overrides(overrides: list[str]) -> None:
     """Raise ConfigError (one line) for a malformed override or an unknown key/arm/model."""
-    from flows.run import check_overrides as check
-
-    problem = check(list(overrides))
+    problem = override_problem(list(overrides))
     if problem:
         raise ConfigError(problem)
 

@@ -29,8 +29,9 @@ configure()
 from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from flows.compose import compose_run  # noqa: E402
-from steertown.config import ConfigError, load_config  # noqa: E402
+from flows.compose import compose_run, job_overrides  # noqa: E402
+from steertown.admission import USER_ERRORS, admit_run  # noqa: E402
+from steertown.config import ConfigError  # noqa: E402
 
 FLOW_NAME = "steertown-scheduled-run"
 NO_SERVER = ("PREFECT_API_URL is not set: a deployment needs a real Prefect server; start "
@@ -39,11 +40,9 @@ NO_SERVER = ("PREFECT_API_URL is not set: a deployment needs a real Prefect serv
 
 @task(name="compose_config", cache_policy=NO_CACHE)
 def compose_config_task(arm: str, seed: int, overrides: list[str]) -> dict:
-    """Compose and validate the run's config as `flows/run.py +arm=<arm> seed=<seed> ...` does."""
-    from steertown.sim.runner import check_run
-
+    """Compose and admit the run's config as `flows/run.py +arm=<arm> seed=<seed> ...` does."""
     config = compose_run(arm, seed, overrides)
-    check_run(load_config(config))  # one-line errors (bad key, config differs from run_id...)
+    admit_run(config)  # one-line errors (bad key, config differs from run_id, locked...)
     return config
 
 
@@ -54,12 +53,15 @@ def scheduled_run(arm: str = "fast", seed: int = 0, overrides: list[str] | None 
     from flows.pipeline import run_flow
 
     config = compose_config_task(arm, seed, list(overrides or []))
-    return run_flow(config)
+    return run_flow(config, job_overrides(arm, seed, list(overrides or [])))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="flows/deploy.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--name", default="steertown", help="deployment name (default: steertown)")
+    # prefect.yaml's deployments are named differently, so neither replaces the other.
+    p.add_argument("--name", default="served",
+                   help="deployment name (default: served; prefect.yaml registers work-pool "
+                        "and nightly-small)")
     p.add_argument("--arm", default="fast", help="default arm parameter")
     p.add_argument("--seed", type=int, default=0, help="default seed parameter")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
@@ -95,11 +97,9 @@ def schedules(args: argparse.Namespace) -> list:
 def main(argv: list[str] | None = None) -> int:
     from prefect.settings import get_current_settings
 
-    from steertown.cli import USER_ERRORS
-
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        load_config(compose_run(args.arm, args.seed, args.override))
+        admit_run(compose_run(args.arm, args.seed, args.override))
         sched = schedules(args)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,51 +1,43 @@
-"""Process environment for runs: offline, no telemetry, project root importable.
+"""Process environment of the flows: offline, no telemetry, project root importable, the
+project's loggers forwarded to Prefect.
 
-Imported before Prefect, transformers or MLflow so their settings take effect.
+Imported (and `configure()` called) before Prefect, transformers or MLflow so their
+settings take effect. The no-network switches themselves live in
+`steertown.process_env` (applied by importing `steertown`), so the CLI gets them too.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-OFFLINE_DEFAULTS = {
-    "HF_HUB_OFFLINE": "1",  # no hub downloads at run time: models come from packages
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # the temporary server must not phone home
+PREFECT_DEFAULTS = {
     "PREFECT_SERVER_API_HOST": "127.0.0.1",
-    "PREFECT_UI_ENABLED": os.environ.get("PREFECT_UI_ENABLED", "true"),
     # Run logs reach the Prefect UI at INFO; the console shows only warnings (the live
     # view and say() own the console).
     "PREFECT_LOGGING_LEVEL": "INFO",
     "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
-    "PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL": "WARNING",
-    "PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL": "WARNING",
-    "MLFLOW_ENABLE_TELEMETRY": "false",
-    "DO_NOT_TRACK": "1",
+    # The project's own loggers (say(), model loading, checkpoints) in the run logs.
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "steertown",
+    # Outside a flow run (e.g. before it starts) those loggers just don't go to the API.
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
 }
 
 
 def configure() -> Path:
-    """Set offline defaults (without overriding the user's) and make `tasks` importable."""
-    for k, v in OFFLINE_DEFAULTS.items():
-        os.environ.setdefault(k, v)
+    """Set the defaults (without overriding the user's), make `steertown`, `tasks` and
+    `flows` importable (Dask workers inherit it), and return the project root."""
     for p in (PROJECT_ROOT, PROJECT_ROOT / "src"):
         if str(p) not in sys.path:
             sys.path.insert(0, str(p))
+    import steertown  # noqa: F401 - applies steertown.process_env's no-network defaults
+    from steertown.process_env import PROJECT_ROOT_ENV
+
+    for k, v in {**PREFECT_DEFAULTS, PROJECT_ROOT_ENV: str(PROJECT_ROOT)}.items():
+        os.environ.setdefault(k, v)
+    logging.getLogger("steertown").setLevel(logging.INFO)  # else the root's WARNING drops say()
     return PROJECT_ROOT
-
-
-def say(message: str) -> None:
-    """Print to the console and log to the Prefect run (visible in the UI)."""
-    print(message, flush=True)
-    try:
-        from prefect import get_run_logger
-
-        get_run_logger().info(message)
-    except Exception:  # outside a flow or task run: the console is enough
-        pass

@@ -6,12 +6,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from flows.environment import PROJECT_ROOT, configure, say
+from flows.environment import PROJECT_ROOT, configure
 
 configure()
 
-from prefect import flow  # noqa: E402
+from prefect import flow, runtime  # noqa: E402
 from prefect.artifacts import (  # noqa: E402
+    create_link_artifact,
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
@@ -20,7 +21,8 @@ from prefect.artifacts import (  # noqa: E402
 
 from steertown.analysis.summary import key_metrics  # noqa: E402
 from steertown.config import load_config  # noqa: E402
-from steertown.live import print_summary  # noqa: E402
+from steertown.console import say  # noqa: E402
+from steertown.live import close_view, print_summary  # noqa: E402
 from steertown.sim.runner import finish_run, resolve_run_id  # noqa: E402
 from steertown.storage.lock import RunLock  # noqa: E402
 from steertown.storage.run_dir import RunDir  # noqa: E402
@@ -33,9 +35,18 @@ from tasks.simulate import simulate_chunk  # noqa: E402
 from tasks.verify import verify_steering  # noqa: E402
 
 
-@flow(name="steertown-run")
-def run_flow(config: dict) -> dict:
-    """One experiment run from a composed config dict; returns where its outputs are."""
+def flow_run_name() -> str:
+    """Prefect flow runs are named after the steertown run id."""
+    return resolve_run_id(load_config(runtime.flow_run.parameters["config"]))
+
+
+@flow(name="steertown-run", flow_run_name=flow_run_name)
+def run_flow(config: dict, overrides: list[str] | None = None) -> dict:
+    """One experiment run from a composed config dict; returns where its outputs are.
+
+    `overrides`: the command-line overrides it was composed from, recorded in the
+    manifest and in MLflow.
+    """
     wall = time.perf_counter()
     cfg = load_config(config)  # fail fast on bad input, before anything is written
     run_dir = Path(cfg.storage_dir) / resolve_run_id(cfg)
@@ -44,21 +55,27 @@ def run_flow(config: dict) -> dict:
         run = RunDir(plan["run_dir"])
         if plan["complete"]:
             say(f"Run {plan['run_id']} is complete ({plan['steps']} ticks); nothing to do. "
-                  "Use overwrite=true or another run_id to run it again.")
+                "Use overwrite=true or another run_id to run it again.")
             return {"run_id": plan["run_id"], "run_dir": plan["run_dir"], "skipped": True}
+        run.update_manifest(overrides=list(overrides or []), prefect=_prefect_run())
         if plan["start_tick"]:
             say(f"Resuming {plan['run_id']} from the checkpoint at tick {plan['start_tick']}")
         tracker = RunTracker.from_config(config, PROJECT_ROOT) if cfg.tracking.enabled else None
         with tracker or _NoTracking() as tracker:
             model = load_backend(config, plan["run_dir"])
-            tracker.start(config, {**run.read_manifest(), "model": model})
+            tracker.start(config, {**run.read_manifest(), "model": model},
+                          tags={f"prefect.{k}": v for k, v in _prefect_run().items()})
+            _link_mlflow(tracker, plan["run_id"])
             progress = create_progress_artifact(
                 100.0 * plan["start_tick"] / cfg.steps, key=_key(plan["run_id"], "progress"),
                 description=f"ticks done of {cfg.steps}")
-            for start, end in plan["chunks"]:
-                rows = simulate_chunk(config, plan["run_dir"], start, end)
-                tracker.log_tick_metrics(rows)
-                update_progress_artifact(progress, 100.0 * end / cfg.steps)
+            try:
+                for start, end in plan["chunks"]:
+                    rows = simulate_chunk(config, plan["run_dir"], start, end)
+                    tracker.log_tick_metrics(rows)
+                    update_progress_artifact(progress, 100.0 * end / cfg.steps)
+            finally:
+                close_view(plan["run_id"])  # one bar (or live view) per run, across chunks
             finish_run(plan["run_dir"])
             ticks = run.read_table("ticks").to_pylist()
             print_summary(plan["run_id"], len(ticks), cfg.population,
@@ -81,6 +98,23 @@ def run_flow(config: dict) -> dict:
     say(f"Report: {html}")
     return {"run_id": plan["run_id"], "run_dir": plan["run_dir"], "report": html,
             "verdict": verification["verdict"] if verification else None}
+
+
+def _prefect_run() -> dict[str, str]:
+    """This flow run's id and name, and its UI address when a Prefect UI serves it."""
+    out = {"flow_run_id": str(runtime.flow_run.id or ""),
+           "flow_run_name": str(runtime.flow_run.name or "")}
+    if url := runtime.flow_run.ui_url:
+        out["flow_run_url"] = url
+    return {k: v for k, v in out.items() if v}
+
+
+def _link_mlflow(tracker, run_id: str) -> None:
+    """A link from the Prefect flow run to its MLflow run (MLflow has the reverse tags)."""
+    url = tracker.run_url()
+    if url:
+        create_link_artifact(url, link_text=f"MLflow run of {run_id}",
+                             key=_key(run_id, "mlflow"), description="the MLflow run")
 
 
 class _NoTracking:

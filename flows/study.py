@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flows.environment import PROJECT_ROOT, configure, say  # noqa: E402
+from flows.environment import PROJECT_ROOT, configure  # noqa: E402
 
 configure()
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # workers' INFO chatter off
@@ -41,6 +41,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 
 from flows.compose import compose_config, sweep  # noqa: E402
 from steertown.config import ConfigError, load_config  # noqa: E402
+from steertown.console import say  # noqa: E402
 from steertown.sim.runner import resolve_run_id  # noqa: E402
 
 NO_SERVER = ("PREFECT_API_URL is not set: studies run in parallel and need a real Prefect "
@@ -252,9 +253,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def preflight(args: argparse.Namespace) -> list[dict]:
     """User mistakes stop here with one line, before any server or worker starts."""
-    from steertown.cli import USER_ERRORS
-    from steertown.sim.runner import check_run
-    from steertown.storage.lock import RunLock, RunLockedError
+    from steertown.admission import USER_ERRORS, admit_run
 
     if args.workers < 1 or args.gpus < 0:
         raise ConfigError("--workers must be >= 1 and --gpus >= 0")
@@ -262,15 +261,12 @@ def preflight(args: argparse.Namespace) -> list[dict]:
         configs = [compose_config(job) for job in sweep(args.arms, args.seeds, args.override)]
         seen: dict[str, int] = {}
         for i, c in enumerate(configs):
-            cfg = load_config(c)
-            run, _ = check_run(cfg)
-            RunLock(run.path).check()
-            rid = resolve_run_id(cfg)
+            rid = admit_run(c).run.run_id
             if rid in seen:
                 raise ConfigError(f"runs {seen[rid] + 1} and {i + 1} of the grid share run_id "
                                   f"{rid}; drop the fixed run_id override")
             seen[rid] = i
-    except (*USER_ERRORS, RunLockedError) as e:
+    except USER_ERRORS as e:
         raise ConfigError(str(e)) from None
     return configs
 

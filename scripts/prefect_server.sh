@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PORT="${1:-${PREFECT_SERVER_API_PORT:-4200}}"
 BIN="$ROOT/.venv/bin"
 [ -x "$BIN/prefect" ] || { echo "error: $BIN/prefect not found; run make setup first" >&2; exit 2; }
-export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1
+export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true
 unset PREFECT_API_URL  # the server must not try to talk to another one
 if ! "$BIN/python" -c "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1])))" "$PORT" 2>/dev/null; then
   echo "error: port $PORT on 127.0.0.1 is in use (a server already running? pass another port)" >&2

@@ -7,8 +7,8 @@ import dataclasses
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from flows.environment import PROJECT_ROOT
 from steertown.config import load_config
+from steertown.process_env import project_root
 from steertown.sim.runner import prepare_run
 
 
@@ -16,4 +16,4 @@ from steertown.sim.runner import prepare_run
 def resolve_config(config: dict) -> dict:
     """Validate against the typed schema, hash it, write the manifest; return the plan."""
     cfg = load_config(config)
-    return dataclasses.asdict(prepare_run(cfg, PROJECT_ROOT))
+    return dataclasses.asdict(prepare_run(cfg, project_root()))

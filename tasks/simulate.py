@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from steertown.config import load_config
 from steertown.inference import get_backend, get_embedder
-from steertown.live import LiveView
+from steertown.live import open_view
 from steertown.sim.runner import run_chunk
 
 
@@ -22,15 +22,13 @@ def simulate_chunk(config: dict, run_dir: str, start: int, end: int) -> list[dic
     """
     cfg = load_config(config)
     backend, embedder = get_backend(cfg), get_embedder(cfg.memory.embedder)
-    view = LiveView(Path(run_dir).name, cfg.steps, cfg.population, cfg.live, cfg.color, start)
+    # The flow closes the view after the last chunk: one bar per run, not per chunk.
+    view = open_view(Path(run_dir).name, cfg.steps, cfg.population, cfg.live, cfg.color, start)
     rows: list[dict] = []
 
     def on_tick(result) -> None:
         view.on_tick(result)
         rows.extend(result.ticks)
 
-    try:
-        run_chunk(cfg, run_dir, start, end, backend, embedder, on_tick)
-    finally:
-        view.stop()
+    run_chunk(cfg, run_dir, start, end, backend, embedder, on_tick)
     return rows

@@ -5,10 +5,10 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from flows.environment import say
 from steertown.config import load_config
+from steertown.console import say
 from steertown.inference import get_backend
-from steertown.steering.verification import format_line, verify_run
+from steertown.verification.verdict import format_line, verify_run
 
 
 @task(name="verify_steering", cache_policy=NO_CACHE)

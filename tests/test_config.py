@@ -91,7 +91,7 @@ def test_yaml_mirrors_the_schema():
     ({"inference": {"top_p": 0}}, "inference.top_p"),
     ({"run_id": "../evil"}, "run_id"),
     ({"run_id": "a/b"}, "run_id"),
-    ({"arm": "huge"}, "arm: 'huge' is out of range"),
+    ({"arm": "../huge"}, "arm: '../huge' is out of range"),
 ])
 def test_bad_values_give_one_clear_line(override, needle):
     with pytest.raises(ConfigError) as e:
@@ -125,3 +125,41 @@ def test_entry_point_rejects_bad_input_with_exit_2(args, needle, tmp_path):
     assert "Traceback" not in r.stderr + r.stdout
     assert len(r.stderr.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())
+
+
+# --- Hydra's own flags pass through; arms are the files on disk ---
+
+@pytest.mark.parametrize("args,needle", [
+    (["+arm=fast", "--cfg", "job"], "population: 32"),
+    (["--info", "defaults"], "Defaults List"),
+    (["-cn", "config", "+arm=small", "--cfg", "job", "--package", "inference"],
+     "max_new_tokens: 96"),
+])
+def test_hydra_flags_work(args, needle):
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert needle in r.stdout and "malformed override" not in r.stderr
+
+
+def test_hydra_config_name_reaches_hydra():
+    r = run_cli("-cn", "nosuchconfig")
+    assert r.returncode != 0 and "malformed override" not in r.stderr
+    assert "nosuchconfig" in r.stderr  # Hydra's own message about the missing config
+
+
+def test_a_new_arm_file_works_without_code_edits(tmp_path):
+    import shutil
+
+    import yaml
+
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    (conf / "arm" / "tiny.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - fast\n  - _self_\narm: tiny\npopulation: 3\n")
+    r = run_cli("-cp", str(conf), "+arm=tiny", "--cfg", "job")
+    assert r.returncode == 0, r.stderr
+    cfg = load_config(yaml.safe_load(r.stdout))
+    assert cfg.arm == "tiny" and cfg.population == 3
+    r = run_cli("-cp", str(conf), "+arm=nope")
+    assert r.returncode == 2
+    assert "allowed: fast | medium | small | tiny" in r.stderr  # what is on disk

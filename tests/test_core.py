@@ -120,18 +120,23 @@ def make_sim(**over):
     return Simulation(cfg, MockBackend(cfg.layers), HashingEmbedder(), "test")
 
 
-def test_reflection_cadence_and_plan_caching():
-    sim = make_sim(optimization={"reflect_every_n_ticks": 3}, steps=9)
-    counts = {}
-    for t in range(1, 10):
-        counts[t] = len(sim.run_tick(t).reflections)
-    assert all(counts[t] == 0 for t in counts if t % 3)
-    assert counts[3] > 0 and counts[6] > 0
-    planned = [a for a in sim.agents if a.plan]
-    assert planned  # plans are kept between reflections
+def test_reflection_cadence_is_staggered_per_agent_and_plans_are_cached():
+    sim = make_sim(optimization={"reflect_every_n_ticks": 3}, steps=12, population=12)
+    by_tick: dict[int, list[str]] = {}
+    for t in range(1, 13):
+        by_tick[t] = [r["agent_id"] for r in sim.run_tick(t).reflections]
+    for i, a in enumerate(sim.agents):
+        ticks = [t for t, ids in by_tick.items() if a.agent_id in ids]
+        assert all(t % 3 == i % 3 for t in ticks)  # every n ticks, at its own offset
+        assert len(ticks) >= 2
+    # The load is spread: every residue class reflects, none carries everyone.
+    assert all(by_tick[t] for t in range(4, 13))
+    assert max(len(v) for v in by_tick.values()) <= 4
     before = {a.agent_id: a.plan for a in sim.agents}
-    sim.run_tick(10)
-    assert {a.agent_id: a.plan for a in sim.agents} == before
+    assert all(before.values())
+    due = {a.agent_id for i, a in enumerate(sim.agents) if 13 % 3 == i % 3}
+    sim.run_tick(13)  # plans are kept between an agent's reflections
+    assert all(a.plan == before[a.agent_id] for a in sim.agents if a.agent_id not in due)
 
 
 def test_steering_reaches_the_backend_and_is_logged():

@@ -4,6 +4,7 @@ a report and an MLflow run; re-running resumes or says it is complete."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,10 @@ def test_run_directory_is_complete(finished):
     assert m["status"] == "complete" and m["ticks_done"] == 7 and m["arm"] == "fast"
     assert m["model"]["name"] == "mock" and m["config_hash"] and m["versions"]["prefect"]
     assert {f["check"] for f in m["preflight"]}  # preflight findings recorded
+    assert "+arm=fast" in m["overrides"] and "run_id=e2e" in m["overrides"]  # as typed
+    assert m["prefect"]["flow_run_name"] == "e2e" and m["prefect"]["flow_run_id"]
+    # Hydra writes nothing of its own for a single run (no outputs/<date>/.hydra)
+    assert not (tmp / "outputs").exists() and not (tmp / ".hydra").exists()
     assert run.completed_ticks() == list(range(1, 8))
     for table, sch in schema.TABLES.items():
         for f in run.files(table):
@@ -80,6 +85,9 @@ def test_mlflow_run_logged(finished):
     assert len(runs) == 1
     run = runs[0]
     assert run.data.tags["arm"] == "fast" and run.data.params["population"] == "6"
+    assert "run_id=e2e" in run.data.tags["overrides"]
+    manifest = RunDir(tmp / "dumps" / "e2e").read_manifest()
+    assert run.data.tags["prefect.flow_run_id"] == manifest["prefect"]["flow_run_id"]
     hist = client.get_metric_history(run.info.run_id, "tokens_out")
     assert sorted(m.step for m in hist) == list(range(1, 8))
     assert "verify.pass" in run.data.metrics
@@ -99,4 +107,7 @@ def test_progress_bar_mode_and_resume_refusal(finished):
     r = run_flow(tmp, "run_id=bar", "live=false", "verification.enabled=false",
                  "tracking.enabled=false")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "TICK 1" not in r.stdout and "ticks" in r.stdout
+    assert "TICK 1" not in r.stdout
+    # one progress sequence over the run's three chunks (checkpoint_every=3), with an ETA
+    assert re.findall(r"bar: (\d+)/7 ticks", r.stdout) == [str(t) for t in range(1, 8)]
+    assert "bar: 7/7 ticks" in r.stdout and "eta 00:00:00" in r.stdout

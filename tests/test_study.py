@@ -37,7 +37,7 @@ def _isolated_env(tmp: Path, **extra: str) -> dict[str, str]:
     """A child environment with no Prefect server or profile of the user's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     env.update(PREFECT_HOME=str(tmp / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               MLFLOW_ENABLE_TELEMETRY="false", DO_NOT_TRACK="1")
+               MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
     env.update(extra)
     return env
 
@@ -49,7 +49,7 @@ def _hydra_multirun_configs(monkeypatch, tmp_path, argv: list[str]) -> list[dict
     recorder, so only Hydra's composition is exercised)."""
     captured: list[dict] = []
     fake = types.ModuleType("flows.pipeline")
-    fake.run_flow = captured.append
+    fake.run_flow = lambda config, overrides=None: captured.append(config)
     monkeypatch.setitem(sys.modules, "flows.pipeline", fake)
     monkeypatch.setattr(sys, "argv", ["flows/run.py", *argv,
                                       f"hydra.sweep.dir={tmp_path / 'multirun'}",

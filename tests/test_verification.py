@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from steertown.config import VerificationConfig
-from steertown.steering.dose_response import SweepResult, TraitSweep, sweep_coefficients
-from steertown.steering.stats import dose_fit, spearman
-from steertown.steering.verification import verify_run
-from steertown.steering.verify_model import control_checks, dose_checks
 from steertown.storage.run_dir import RunDir, atomic_write_parquet
+from steertown.verification.dose_response import SweepResult, TraitSweep, sweep_coefficients
+from steertown.verification.model_checks import control_checks, dose_checks
+from steertown.verification.stats import dose_fit, spearman
+from steertown.verification.verdict import verify_run
 from tests.synthetic_run import build_run
 
 # ----- logged checks on synthetic runs -----
@@ -113,7 +113,7 @@ def test_spearman_and_dose_fit():
 
 def test_verification_items_are_held_out():
     from steertown.steering.contrast_data import load_contrast_data
-    from steertown.steering.dose_response import held_out
+    from steertown.verification.dose_response import held_out
 
     data = load_contrast_data()
     train_text = {x for p in data.train_pairs() for x in (p.high, p.low, p.user)}
@@ -171,7 +171,7 @@ def backend():
 
 def small_vcfg() -> VerificationConfig:
     v = VerificationConfig(items_per_trait=2, coefficients=[-2.0, 0.0, 2.0], random_directions=1)
-    v.cross_trait = False  # read with getattr by verify_model (budget knobs)
+    v.cross_trait = False  # read with getattr by model_checks (budget knobs)
     v.likert, v.likert_items, v.control_items = True, 2, 2
     v.coherence_prompts = 1
     v.coherence_tokens = 8
@@ -181,7 +181,7 @@ def small_vcfg() -> VerificationConfig:
 
 @pytest.mark.model
 def test_mechanistic_checks_pass_and_catch_a_wrong_vector(backend, monkeypatch):
-    from steertown.steering.verify_model import check_batch, check_residual, mech_alphas
+    from steertown.verification.model_checks import check_batch, check_residual, mech_alphas
 
     alphas = mech_alphas(backend.traits, ["E", "N"], 1.0)
     good = check_residual(backend, alphas)
@@ -198,7 +198,7 @@ def test_mechanistic_checks_pass_and_catch_a_wrong_vector(backend, monkeypatch):
 @pytest.mark.model
 def test_dose_response_direction_on_the_real_model(backend):
     from steertown.steering.contrast_data import load_contrast_data
-    from steertown.steering.dose_response import SweepPlan, run_sweep
+    from steertown.verification.dose_response import SweepPlan, run_sweep
 
     plan = SweepPlan(traits=["E"], coefficients=[-2.0, 0.0, 2.0], items_per_trait=3, n_random=1,
                      cross=False, n_boot=200)
@@ -232,7 +232,7 @@ def test_verify_run_with_the_model_small_budget(tmp_path, backend):
 
 
 def test_best_layer_is_the_largest_gated_slope():
-    from steertown.steering.layer_sweep import best_layers
+    from steertown.verification.layer_sweep import best_layers
 
     def row(layer, slope, ci_low=0.1, rho=1.0, vs=3.0):
         return {"trait": "E", "layer": layer, "slope": slope, "ci_low": ci_low, "rho": rho,

@@ -1,52 +1,33 @@
-"""`steertown` command line: inspect, verify, analyse and compare runs.
+"""`steertown` command line: analyse, show, verify, compare and import runs; diagnostics.
 
-Each subcommand lives in the module that does the work; this file only parses
-arguments and turns user mistakes (ConfigError, RunDirError, FileNotFoundError)
-into one line on stderr and exit code 2.
+The subcommands are listed in `steertown.cli_commands.COMMANDS` (add new ones there);
+this module only builds the parser from that list and turns user mistakes (ConfigError,
+RunDirError, a locked run, a missing file or directory) into one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 
-from steertown.config import ConfigError
-from steertown.storage.run_dir import RunDirError
-
-USER_ERRORS = (ConfigError, RunDirError, FileNotFoundError, NotADirectoryError)
-
-# name -> (help, add_arguments, run). Modules register here through `command`.
-COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
-                          Callable[[argparse.Namespace], int]]] = {}
-
-
-def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None]):
-    """Register `fn(args) -> exit code` as subcommand `name`."""
-    def wrap(fn: Callable[[argparse.Namespace], int]):
-        COMMANDS[name] = (help, add_arguments, fn)
-        return fn
-    return wrap
-
-
-def _load_commands() -> None:
-    # Imported here so `steertown --help` stays fast and each module owns its command.
-    from steertown import cli_commands  # noqa: F401
+from steertown.admission import USER_ERRORS
+from steertown.cli_commands import COMMANDS
 
 
 def main(argv: list[str] | None = None) -> int:
-    _load_commands()
+    """Parse `argv` (default: sys.argv), run the subcommand, return its exit code."""
     parser = argparse.ArgumentParser(prog="steertown", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (help_, add_arguments, _) in sorted(COMMANDS.items()):
-        add_arguments(sub.add_parser(name, help=help_))
+    by_name = {}
+    for cmd in COMMANDS:
+        cmd.add_arguments(sub.add_parser(cmd.name, help=cmd.help))
+        by_name[cmd.name] = cmd
     args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command][2](args)
+        return by_name[args.command].run(args)
     except USER_ERRORS as e:
         print(f"steertown {args.command}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-

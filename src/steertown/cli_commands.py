@@ -1,11 +1,27 @@
-"""Subcommands of `steertown`: thin argument wrappers around library functions."""
+"""The subcommands of `steertown`: thin argument wrappers around library functions.
+
+To add a subcommand, write `_x_args(parser)` and `_x(args) -> exit code` here and add a
+`Command` to `COMMANDS` at the bottom. `steertown.cli` builds the parser from that tuple and
+turns user errors into one line; this module does not import it.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from steertown.cli import command
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its name, one-line help, argument setup and body (returns the exit code)."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
 
 # --- analysis, reports, tracking, legacy import (steertown.analysis, .tracking, .legacy) ---
 # Heavy imports (duckdb, altair, mlflow) happen inside the commands so `--help` stays fast.
@@ -17,7 +33,6 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
                    help="where reports/<run_id>/index.html goes (default: reports)")
 
 
-@command("analyze", "re-run the analysis, charts and HTML report of a run", _analyze_args)
 def _analyze(args: argparse.Namespace) -> int:
     from steertown.analysis.report import write_report
     from steertown.analysis.summary import analyze_run
@@ -40,7 +55,6 @@ def _show_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=20, help="rows to print (0 = all; default 20)")
 
 
-@command("show", "print rows of a run's tables, or run SQL over them", _show_args)
 def _show(args: argparse.Namespace) -> int:
     from steertown.analysis.show import show_table
 
@@ -58,8 +72,6 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
                                           "sqlite:///mlflow.db in the current directory)")
 
 
-@command("compare", "compare tracked runs per arm (seeds as replicates) from MLflow",
-         _compare_args)
 def _compare(args: argparse.Namespace) -> int:
     from steertown.analysis.compare import compare_runs
     from steertown.tracking import tracking_uri
@@ -78,8 +90,6 @@ def _import_legacy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
 
 
-@command("import-legacy", "convert a dump of the guide's system into a steertown run directory",
-         _import_legacy_args)
 def _import_legacy(args: argparse.Namespace) -> int:
     from steertown.legacy import import_legacy
 
@@ -89,7 +99,7 @@ def _import_legacy(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- verification and diagnostics (steertown.steering.verification, steertown.preflight) ---
+# --- verification and diagnostics (steertown.verification.verdict, steertown.preflight) ---
 
 def _run_config(run_dir: Path):
     """The validated config a run was made with (from its manifest)."""
@@ -111,9 +121,8 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
                         "directions, no cross-trait matrix): a minute instead of several")
 
 
-@command("verify", "check that steering was applied and changed behaviour", _verify_args)
 def _verify(args: argparse.Namespace) -> int:
-    from steertown.steering.verification import format_line, verify_run
+    from steertown.verification.verdict import format_line, verify_run
 
     manifest, cfg = _run_config(args.run_dir)
     backend = None
@@ -144,7 +153,6 @@ def _doctor_args(p: argparse.ArgumentParser) -> None:
                    help="also load the model to check its device, dtype and vectors")
 
 
-@command("doctor", "preflight diagnostics (the guide's troubleshooting checklist)", _doctor_args)
 def _doctor(args: argparse.Namespace) -> int:
     from steertown.config import RunConfig
     from steertown.preflight import format_findings, preflight
@@ -160,7 +168,7 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- layer sweep (steertown.steering.layer_sweep) ---
+# --- layer sweep (steertown.verification.layer_sweep) ---
 
 
 def _sweep_layers_args(p: argparse.ArgumentParser) -> None:
@@ -179,12 +187,10 @@ def _sweep_layers_args(p: argparse.ArgumentParser) -> None:
                    help="JSON output; a .md table goes beside it (default: reports/layer_sweep.json)")
 
 
-@command("sweep-layers", "find the layers where each trait vector steers best (dose-response)",
-         _sweep_layers_args)
 def _sweep_layers(args: argparse.Namespace) -> int:
     from steertown.config import TRAITS, ConfigError, load_config
     from steertown.inference import get_backend
-    from steertown.steering.layer_sweep import format_table, sweep_layers, write_outputs
+    from steertown.verification.layer_sweep import format_table, sweep_layers, write_outputs
 
     bad = [t for t in args.traits if t not in TRAITS]
     if bad:
@@ -202,3 +208,22 @@ def _sweep_layers(args: argparse.Namespace) -> int:
     js, md = write_outputs(result, args.out)
     print(f"written: {js} {md}")
     return 0
+
+
+# Every subcommand, in the order `steertown --help` lists them.
+COMMANDS: tuple[Command, ...] = (
+    Command("analyze", "re-run the analysis, charts and HTML report of a run",
+            _analyze_args, _analyze),
+    Command("show", "print rows of a run's tables, or run SQL over them",
+            _show_args, _show),
+    Command("compare", "compare tracked runs per arm (seeds as replicates) from MLflow",
+            _compare_args, _compare),
+    Command("import-legacy", "convert a dump of the guide's system into a steertown run directory",
+            _import_legacy_args, _import_legacy),
+    Command("verify", "check that steering was applied and changed behaviour",
+            _verify_args, _verify),
+    Command("doctor", "preflight diagnostics (the guide's troubleshooting checklist)",
+            _doctor_args, _doctor),
+    Command("sweep-layers", "find the layers where each trait vector steers best (dose-response)",
+            _sweep_layers_args, _sweep_layers),
+)

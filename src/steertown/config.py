@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TRAITS: tuple[str, ...] = ("E", "A", "C", "O", "N")
-ARMS: tuple[str, ...] = ("fast", "small", "medium", "custom")
+# Arms are the files in conf/arm/ (checked where Hydra composes); here only a safe name.
+ARM_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 MODELS: tuple[str, ...] = ("smollm2", "mock", "hf")
 ACTION_TYPES: tuple[str, ...] = ("MOVE", "TALK", "WORK", "REST", "REFLECT")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -114,6 +115,12 @@ class VerificationConfig:
 
 
 @dataclass
+class WorldConfig:
+    news_knowers: int = 3  # agents who know the seeded news at tick 0
+    log_prompts: bool = False  # messages.prompt gets each generation's full prompt text
+
+
+@dataclass
 class TrackingConfig:
     enabled: bool = True
     experiment: str = "steertown"
@@ -142,6 +149,7 @@ class RunConfig:
     steering: SteeringConfig = field(default_factory=SteeringConfig)
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
     verification: VerificationConfig = field(default_factory=VerificationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -249,7 +257,8 @@ def _check(cond: bool, key: str, allowed: str, value: Any) -> None:
 
 def validate(cfg: RunConfig) -> RunConfig:
     """Check ranges and cross-key constraints; raise ConfigError on the first problem."""
-    _check(cfg.arm in ARMS, "arm", " | ".join(ARMS), cfg.arm)
+    _check(bool(ARM_PATTERN.fullmatch(cfg.arm)), "arm",
+           "a name of letters, digits, '_', '-', '.' (an arm: a file in conf/arm/)", cfg.arm)
     if cfg.run_id is not None:
         _check(bool(RUN_ID_PATTERN.match(cfg.run_id)) and ".." not in cfg.run_id, "run_id",
                "letters, digits, '_', '-', '.' (no path separators or '..'), max 128", cfg.run_id)
@@ -312,6 +321,8 @@ def validate(cfg: RunConfig) -> RunConfig:
            mem.embedder)
     _check(0 < mem.recency_decay <= 1, "memory.recency_decay", "0 < decay <= 1",
            mem.recency_decay)
+    _check(0 <= cfg.world.news_knowers <= cfg.population, "world.news_knowers",
+           f"0..population ({cfg.population})", cfg.world.news_knowers)
     ver = cfg.verification
     _check(len(ver.coefficients) >= 3, "verification.coefficients", "at least 3 values",
            ver.coefficients)

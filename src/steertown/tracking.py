@@ -22,13 +22,14 @@ from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag, ViewType
-from mlflow.utils.validation import (
-    MAX_METRICS_PER_BATCH,
-    MAX_PARAM_VAL_LENGTH,
-    MAX_PARAMS_TAGS_PER_BATCH,
-)
 
 from steertown.config import flatten
+
+# MLflow's documented limit on a param value (6,000 characters): longer values (a long
+# list in the config) are split into key.0, key.1, ... instead of being refused.
+MAX_PARAM_VAL_LENGTH = 6000
+# Where `make ui` serves the MLflow UI; runs link to it (STEERTOWN_MLFLOW_UI overrides).
+DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
 
 TICK_METRICS = ("events", "actions", "messages", "reflections", "successes", "tokens_in",
                 "tokens_out", "batches", "tick_seconds", "model_seconds", "other_seconds",
@@ -92,6 +93,7 @@ class RunTracker:
         self.artifact_root = artifact_root if artifact_root is not None else default_artifact_root(uri)
         self.client = MlflowClient(tracking_uri=uri)
         self.mlflow_run_id: str | None = None
+        self.experiment_id: str | None = None
         self.resumed = False
 
     @classmethod
@@ -126,6 +128,8 @@ class RunTracker:
             "config_hash": str(manifest.get("config_hash")), "git_sha": str(manifest.get("git_sha")),
             "model": str(model.get("name") if isinstance(model, dict) else model),
             "seed": str(cfg_dict.get("seed")), "source": str(manifest.get("source", "steertown")),
+            # what was typed: the overrides of the latest invocation (a resume may add some)
+            "overrides": " ".join(manifest.get("overrides") or []) or "(none)",
             **{k: str(v) for k, v in (tags or {}).items()},
         }
         safe_id = run_id.replace("'", "")
@@ -143,6 +147,7 @@ class RunTracker:
             run = self.client.create_run(exp_id, run_name=run_id)
             logged = {}
         self.mlflow_run_id = run.info.run_id
+        self.experiment_id = exp_id
         # MLflow params are immutable: only log those not logged before (a resume).
         params = [Param(k, v) for k, v in _param_items(cfg_dict).items() if k not in logged]
         changed = [k for k, v in _param_items(cfg_dict).items() if k in logged and logged[k] != v]
@@ -151,6 +156,15 @@ class RunTracker:
         self._batch(params=params, tags=[RunTag(k, v) for k, v in all_tags.items()])
         return self.mlflow_run_id
 
+    def run_url(self) -> str | None:
+        """The MLflow UI address of the current run: the tracking server itself for an
+        http(s) store, else $STEERTOWN_MLFLOW_UI or `make ui`'s address."""
+        if self.mlflow_run_id is None:
+            return None
+        base = (self.uri if self.uri.startswith(("http://", "https://"))
+                else os.environ.get("STEERTOWN_MLFLOW_UI", DEFAULT_MLFLOW_UI))
+        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.mlflow_run_id}"
+
     def _require(self) -> str:
         if self.mlflow_run_id is None:
             raise RuntimeError("RunTracker.start() must be called first")
@@ -158,14 +172,9 @@ class RunTracker:
 
     def _batch(self, metrics: list[Metric] = (), params: list[Param] = (),
                tags: list[RunTag] = ()) -> None:
-        rid = self._require()
-        metrics, params, tags = list(metrics), list(params), list(tags)
-        for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-            self.client.log_batch(rid, metrics=metrics[i:i + MAX_METRICS_PER_BATCH])
-        for i in range(0, len(params), MAX_PARAMS_TAGS_PER_BATCH):
-            self.client.log_batch(rid, params=params[i:i + MAX_PARAMS_TAGS_PER_BATCH])
-        for i in range(0, len(tags), MAX_PARAMS_TAGS_PER_BATCH):
-            self.client.log_batch(rid, tags=tags[i:i + MAX_PARAMS_TAGS_PER_BATCH])
+        # MlflowClient.log_batch splits into batches within the store's limits itself.
+        self.client.log_batch(self._require(), metrics=list(metrics), params=list(params),
+                              tags=list(tags))
 
     def log_tick_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Log per-tick rows (the ticks table's columns) as metrics with step = tick.

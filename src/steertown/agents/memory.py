@@ -17,6 +17,7 @@ import numpy as np
 class Retrieved:
     text: str
     score: float
+    memory_id: int = -1
 
 
 class MemoryStream:
@@ -27,6 +28,7 @@ class MemoryStream:
         self.decay = decay
         self.texts: list[str] = []
         self.dim = dim
+        self.next_id = 0  # ids are per agent, in order of creation (never reused)
         self._allocate(min(capacity, 16))
 
     def _allocate(self, size: int) -> None:
@@ -34,10 +36,12 @@ class MemoryStream:
         emb = np.zeros((size, self.dim), dtype=np.float32)
         importance = np.zeros(size, dtype=np.float32)
         tick = np.zeros(size, dtype=np.int64)
+        ids = np.zeros(size, dtype=np.int64)
         n = len(self.texts)
         if n:
             emb[:n], importance[:n], tick[:n] = self.emb[:n], self.importance[:n], self.tick[:n]
-        self.emb, self.importance, self.tick = emb, importance, tick
+            ids[:n] = self.ids[:n]
+        self.emb, self.importance, self.tick, self.ids = emb, importance, tick, ids
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -46,8 +50,8 @@ class MemoryStream:
         """Tick of the newest memory (0 when empty)."""
         return int(self.tick[: len(self.texts)].max()) if self.texts else 0
 
-    def add(self, text: str, importance: float, tick: int, embedding: np.ndarray) -> None:
-        """Store a memory; when full, replace the one least worth keeping."""
+    def add(self, text: str, importance: float, tick: int, embedding: np.ndarray) -> int:
+        """Store a memory (when full, replacing the one least worth keeping); returns its id."""
         n = len(self.texts)
         if n < self.capacity:
             if n == len(self.tick):
@@ -61,6 +65,9 @@ class MemoryStream:
         self.emb[slot] = embedding
         self.importance[slot] = importance
         self.tick[slot] = tick
+        self.ids[slot] = self.next_id
+        self.next_id += 1
+        return self.next_id - 1
 
     def scores(self, query: np.ndarray, now: int) -> np.ndarray:
         """Recency + importance + relevance, each in [0, 1], summed (Generative Agents)."""
@@ -79,14 +86,14 @@ class MemoryStream:
         k = min(k, n)
         top = np.argpartition(-s, k - 1)[:k]
         top = top[np.lexsort((top, -s[top]))]
-        return [Retrieved(self.texts[i], float(s[i])) for i in top]
+        return [Retrieved(self.texts[i], float(s[i]), int(self.ids[i])) for i in top]
 
     def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         """JSON part and array part (for a safetensors checkpoint)."""
         n = len(self.texts)
-        return ({"texts": list(self.texts)},
+        return ({"texts": list(self.texts), "next_id": self.next_id},
                 {"emb": self.emb[:n].copy(), "importance": self.importance[:n].copy(),
-                 "tick": self.tick[:n].copy()})
+                 "tick": self.tick[:n].copy(), "ids": self.ids[:n].copy()})
 
     def load_state(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
         n = len(meta["texts"])
@@ -96,3 +103,5 @@ class MemoryStream:
         self.emb[:n] = arrays["emb"]
         self.importance[:n] = arrays["importance"]
         self.tick[:n] = arrays["tick"]
+        self.ids[:n] = arrays["ids"]
+        self.next_id = meta["next_id"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from steertown.config import TRAITS, RunConfig
+from steertown.world.economy import START_COINS, START_ENERGY
 
 FIRST_NAMES = (
     "Ada", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "June", "Kai", "Lena",
@@ -36,6 +37,20 @@ class Agent:
     plan: str = ""
     last_reflection_tick: int = 0
     failures: int = field(default=0)
+    # World state (rules in steertown.world): resources, goal counters, news, invitation.
+    coins: int = START_COINS
+    energy: int = START_ENERGY
+    earned: int = 0  # coins earned by work, cumulative
+    visited: list[str] = field(default_factory=list)  # public places visited, in order
+    gathered: int = 0  # accepted invitations to this agent's goal place
+    goal_done_tick: int = 0  # first tick the goal's target was reached (0 = not yet)
+    news_from: str = ""  # who told this agent the news ("seed" at tick 0)
+    news_tick: int = -1  # when it learned the news (-1 = does not know it)
+    invite: dict = field(default_factory=dict)  # pending: {"from", "place", "tick"}
+
+    @property
+    def knows_news(self) -> bool:
+        return self.news_tick >= 0
 
     def steering(self, strength: float, enabled: bool) -> dict[str, float]:
         """Effective alphas this agent generates with (0 when steering is off)."""
@@ -44,14 +59,17 @@ class Agent:
         return {t: round(strength * self.traits[t], 6) for t in TRAITS}
 
     def to_state(self) -> dict:
-        return {"location": self.location, "plan": self.plan,
-                "last_reflection_tick": self.last_reflection_tick, "failures": self.failures}
+        return {k: getattr(self, k) for k in MUTABLE_FIELDS}
 
     def load_state(self, state: dict) -> None:
-        self.location = state["location"]
-        self.plan = state["plan"]
-        self.last_reflection_tick = state["last_reflection_tick"]
-        self.failures = state["failures"]
+        for k in MUTABLE_FIELDS:
+            setattr(self, k, state[k])
+
+
+# Everything a checkpoint must carry for an agent (the rest is rebuilt from the seed).
+MUTABLE_FIELDS = ("location", "plan", "last_reflection_tick", "failures", "coins", "energy",
+                  "earned", "visited", "gathered", "goal_done_tick", "news_from", "news_tick",
+                  "invite")
 
 
 def sample_population(cfg: RunConfig) -> list[Agent]:

@@ -7,7 +7,11 @@ user part carries the tick's situation.
 from __future__ import annotations
 
 from steertown.agents.profile import Agent
+from steertown.world import economy
+from steertown.world.goals import spec_of
 from steertown.world.town import Town
+
+ACCEPT_OPTION = "Accept invite"
 
 # The reply format as a short worked example, not as placeholders: a 135M model copies
 # "<place>" and "<what you say>" literally and answers like an assistant. The example sits
@@ -16,13 +20,15 @@ from steertown.world.town import Town
 ACTION_FORMAT = (
     "Each turn you answer with one line, for example:\n"
     "Talk Ben: Ben, are you coming to the market later?\n"
+    "Help Ben\n"
+    "Invite Ben to park\n"
     "Move park\n"
     "Work: I stack the chairs and sweep the floor.\n"
     "Rest\n"
     "Say what you say or do yourself, in one short sentence."
 )
 # The Work option is a first-person prefix: the model continues "Work: I ..." with what it
-# does, instead of addressing a "you" like an assistant.
+# does, instead of addressing a "you" like an assistant (it continues: it has a ':').
 WORK_OPTION = "Work: I"
 
 
@@ -40,21 +46,38 @@ def action_options(agent: Agent, town: Town, others: list[str]) -> tuple[str, ..
     places = town.public_neighbours(agent.location)
     if agent.home in town.neighbours(agent.location):
         places.append(agent.home)
-    return (*(f"Move {p}" for p in places), *(f"Talk {o}:" for o in others), WORK_OPTION, "Rest")
+    place = spec_of(agent).place
+    # What the agent's energy does not allow is not offered (Rest always is).
+    def able(kind: str, people: list[str] = ()) -> list[str]:
+        return list(people) if not economy.check_energy(agent, kind) else []
 
-
-def _quoted(line: str) -> str:
-    """'Ben: hello' -> 'Ben said: "hello"' (quoting keeps the words apart from the format)."""
-    who, sep, what = line.partition(": ")
-    return f'{who} said: "{what}"' if sep else line
+    return (*(f"Move {p}" for p in places), *(f"Talk {o}:" for o in able("TALK", others)),
+            *(f"Help {o}" for o in able("HELP", others)),
+            *(f"Invite {o} to {place}" for o in able("INVITE", others)),
+            *((ACCEPT_OPTION,) if agent.invite else ()),
+            *((WORK_OPTION,) if able("WORK", [WORK_OPTION]) else ()), "Rest")
 
 
 def action_prompt(agent: Agent, town: Town, others: list[str], transcript: list[str],
-                  memories: list[str], tick: int) -> str:
-    """The per-tick situation an agent acts on."""
+                  memories: list[str], tick: int, inviter: str = "",
+                  answering: tuple[str, str] | None = None) -> str:
+    """The per-tick situation an agent acts on.
+
+    `inviter`: name of who invited the agent (its invitation is pending);
+    `answering`: (speaker name, line) when this turn is a reply to what was said to it.
+    """
     loc = town.locations[agent.location]
-    lines = [f"You are at {loc.name}: {loc.description}. Work here: {loc.work}."]
+    # Short on purpose: every token here is paid on every action prompt. Early in the prompt
+    # and without the word "Work", which the model otherwise copies (measured: Work's share of
+    # the first-token probability 0.81 with a late "Work here:" line, 0.39 like this).
+    lines = [f"Time: tick {tick}. You are at {loc.name}: {loc.description}. The job here is "
+             f"to {loc.work} ({economy.pay_at(loc.name)} coins). You have {agent.coins} coins "
+             f"and energy {agent.energy}/{economy.MAX_ENERGY}."]
     lines.append(f"Here with you: {', '.join(others)}." if others else "You are alone here.")
+    if inviter:
+        lines.append(f"{inviter} invited you to {agent.invite['place']} ({ACCEPT_OPTION}).")
+    if answering:
+        lines.append(f'{answering[0]} said to you: "{answering[1]}"')
     lines.append(f"Places next to you: {', '.join(town.public_neighbours(agent.location))}"
                  + (f", {agent.home}." if agent.home in town.neighbours(agent.location) else "."))
     if transcript:
@@ -63,18 +86,14 @@ def action_prompt(agent: Agent, town: Town, others: list[str], transcript: list[
         lines.append("You remember:\n" + "\n".join(f"- {m}" for m in memories))
     if agent.plan:
         lines.append(f"Your plan: {agent.plan}")
-    lines.append(f"Now you can {_choices(agent, town, others)}. What do you do?")
+    lines.append("What do you say or do now?" if others else "What do you do now?")
     return "\n".join(lines)
 
 
-def _choices(agent: Agent, town: Town, others: list[str]) -> str:
-    """The options in words, people first: the model weighs what it is told it can do."""
-    places = town.public_neighbours(agent.location)
-    if agent.home in town.neighbours(agent.location):
-        places.append("home")
-    out = [f"talk to {' or '.join(others)}"] if others else []
-    out += [f"go to {' or '.join(places)}", f"{town.locations[agent.location].work}", "rest"]
-    return ", ".join(out[:-1]) + " or " + out[-1]
+def _quoted(line: str) -> str:
+    """'Ben: hello' -> 'Ben said: "hello"' (quoting keeps the words apart from the format)."""
+    who, sep, what = line.partition(": ")
+    return f'{who} said: "{what}"' if sep else line
 
 
 def reflection_prompt(agent: Agent, memories: list[str], tick: int) -> str:

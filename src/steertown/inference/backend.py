@@ -41,9 +41,9 @@ class GenerationResult:
     # For constrained requests: the option the reply started with, and its log-probability
     # under the model at generation time (temperature 1, no repetition penalty, renormalised
     # over the tokens the option trie allowed at each step). This is what decision replay
-    # re-scores; "" / nan when unconstrained.
+    # re-scores; "" / None when unconstrained.
     option: str = ""
-    option_logprob: float = float("nan")
+    option_logprob: float | None = None
 
 
 class Backend(Protocol):

@@ -1,8 +1,11 @@
 """Mock backend: deterministic, varied, parseable replies derived from seed, prompt and
 steering. For tests and prototyping of the non-LLM machinery only.
 
-Steering shifts the action mix (E -> TALK, C -> WORK, N -> REST, O -> MOVE) and the
-wording (A -> friendly or blunt), so tests can see the steering reach the backend.
+Steering shifts the action mix (E -> TALK and INVITE, A -> HELP and ACCEPT, C -> WORK,
+N -> REST, O -> MOVE) and the wording (A -> friendly or blunt), so tests can see the
+steering reach the backend. With options (constrained requests) the reply starts with
+one of them, as on the real backend; low energy makes REST likelier and a line said to
+the agent makes answering it likelier.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from steertown.inference.backend import GenerationRequest, GenerationResult
 
 _PLACES_RE = re.compile(r"Places next to you: (.*)\.")
 _HERE_RE = re.compile(r"Here with you: (.*)\.")
+_ENERGY_RE = re.compile(r"energy (\d+)/")
+_ANSWER_RE = re.compile(r'^(.+?) said to you: "', re.MULTILINE)
 FRIENDLY = ("I'd love to hear your ideas", "shall we do this together?",
             "thanks for helping out", "you always make this fun")
 BLUNT = ("let's just get it done", "I don't have time for chatter",
          "that plan won't work", "fine, whatever")
-WORK = ("sorting the notes for the brief", "fixing the bench", "drafting the plan",
-        "cleaning up the tables")
+WORK = ("I sort the notes for the brief", "I fix the bench", "I draft the plan",
+        "I clean up the tables")
 
 
 def _matching_option(text: str, options: tuple[str, ...]) -> str:
@@ -58,14 +63,41 @@ class MockBackend:
         if r.kind == "reflection":
             focus = "meet people and talk" if s["E"] > 0 else "work quietly on my own"
             text = f"I will {focus} and keep working towards my goal."
+        elif r.options:
+            text = self._option(rng, r.user, r.options, s)
         else:
             text = self._action(rng, r.user, s)
         words = text.split()[: r.max_new_tokens]
         option = _matching_option(text, r.options)
         # A stand-in log-probability: uniform over the allowed options (no model here).
-        logprob = -float(np.log(len(r.options))) if option else float("nan")
+        logprob = -float(np.log(len(r.options))) if option else None
         return GenerationResult(r.request_id, " ".join(words), self.count_prompt_tokens(r),
                                 len(words), option=option, option_logprob=logprob)
+
+    def _option(self, rng: np.random.Generator, prompt: str, options: tuple[str, ...],
+                s: dict[str, float]) -> str:
+        """Pick an option: a steering-dependent weight per action kind, split over its options."""
+        energy = _ENERGY_RE.search(prompt)
+        tired = energy is not None and int(energy.group(1)) < 3
+        answer = _ANSWER_RE.search(prompt)
+        weight = {"Move": 0.3 + s["O"], "Talk": 0.5 + 1.5 * s["E"], "Help": 0.2 + 1.2 * s["A"],
+                  "Invite": 0.1 + s["E"] + 0.5 * s["A"], "Accept": 0.8 + s["A"] + 0.5 * s["E"],
+                  "Work": 0.4 + 1.5 * s["C"] - (2.0 if tired else 0.0),
+                  "Rest": 1.5 * s["N"] - 0.5 * s["E"] + (2.0 if tired else 0.0)}
+        kinds = sorted({o.split(" ", 1)[0].rstrip(":") for o in options})
+        logits = np.array([weight.get(k, 0.0) for k in kinds])
+        p = np.exp(logits - logits.max())
+        kind = kinds[rng.choice(len(kinds), p=p / p.sum())]
+        mine = [o for o in options if o.split(" ", 1)[0].rstrip(":") == kind]
+        if answer and kind == "Talk" and f"Talk {answer.group(1)}:" in mine:
+            mine = [f"Talk {answer.group(1)}:"]  # answer the one who spoke
+        option = mine[int(rng.integers(len(mine)))]
+        if kind == "Talk":
+            phrases = FRIENDLY if s["A"] + rng.normal(0, 0.3) > 0 else BLUNT
+            return f"{option} {rng.choice(phrases)}"
+        if kind == "Work":
+            return f"{option} {rng.choice(WORK)}"
+        return option
 
     def _action(self, rng: np.random.Generator, prompt: str, s: dict[str, float]) -> str:
         places = _PLACES_RE.search(prompt)

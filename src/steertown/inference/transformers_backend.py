@@ -1,6 +1,7 @@
-"""The real backend: a causal LM with per-row activation steering and a custom decode loop.
+"""The torch backend: a HF causal LM with per-row activation steering (forward hooks).
 
-Why a custom loop instead of `generate()`: every row needs its own sampling generator
+The decode loop is `DecodeLoop` (inference.decode_loop); why a custom loop instead of
+`generate()`: every row needs its own sampling generator
 (seeded from `request.seed`, so a row's tokens do not depend on its batch neighbours),
 its own repetition-penalty history (HF's processor would also penalise the left-pad
 tokens, which differ between batch and single runs), its own token limit and its own
@@ -15,7 +16,6 @@ single-row outputs exactly. bfloat16 keeps this only for rows of equal prompt le
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -23,19 +23,41 @@ from typing import Any
 import torch
 
 from steertown.config import TRAITS, RunConfig
-from steertown.inference.backend import GenerationRequest, GenerationResult
-from steertown.inference.constrained import OptionTrie, sentence_done
+from steertown.inference.backend import GenerationRequest
+from steertown.inference.decode_loop import DecodeLoop
 from steertown.inference.model_loading import load_model
 from steertown.inference.prefix_cache import PrefixKVCache, assemble, split_cache_rows
-from steertown.inference.sampling import apply_repetition_penalty, choose_tokens
+from steertown.inference.residual import captured, decoder_layers, left_pad
 from steertown.steering.contrast_data import load_contrast_data
-from steertown.steering.hooks import SteeringHooks, decoder_layers
+from steertown.steering.hooks import SteeringHooks
 from steertown.steering.vectors import TraitVectors, load_or_compute
 
 LOAD_COUNT = 0  # models loaded in this process (preflight: "model loaded once")
 
 
-class TransformersBackend:
+class _TorchStepper:
+    """Decode steps on the HF model with its KV cache; steering rows follow the batch."""
+
+    def __init__(self, backend: TransformersBackend, cache: Any, mask: torch.Tensor,
+                 next_pos: torch.Tensor) -> None:
+        self.b, self.cache, self.mask, self.next_pos = backend, cache, mask, next_pos
+
+    def keep(self, rows: list[int]) -> None:
+        idx = torch.tensor(rows, device=self.b.device)
+        self.cache.batch_select_indices(idx)
+        self.b.hooks.select_rows(idx)
+        self.mask, self.next_pos = self.mask[idx], self.next_pos[idx]
+
+    def step(self, tokens: list[int]) -> torch.Tensor:
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        ids = torch.tensor(tokens, device=self.b.device)[:, None]
+        out = self.b.model(input_ids=ids, attention_mask=self.mask, position_ids=self.next_pos,
+                           cache=self.cache, use_cache=True)
+        self.next_pos = self.next_pos + 1
+        return out.logits[:, -1, :]
+
+
+class TransformersBackend(DecodeLoop):
     """Backend protocol on a HF causal LM; loads model, vectors and hooks once."""
 
     name = "transformers"
@@ -67,40 +89,11 @@ class TransformersBackend:
             {layer: self.vectors.steering_matrix(layer) for layer in self.layers},
             self.vectors.traits)
         self.traits = list(self.vectors.traits)
-        tok = self.tokenizer
-        self._stop_ids = {i for i in (tok.eos_token_id, tok.convert_tokens_to_ids("<|endoftext|>"))
-                          if isinstance(i, int) and i >= 0}
-        self._pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-        self._newline: dict[int, bool] = {}
-        self._tries: dict[tuple[str, ...], OptionTrie] = {}
-        self._prompt_cache: OrderedDict[tuple[str, str], list[int]] = OrderedDict()
-        self._prefix_ids: dict[str, list[int]] = {}
         self.prefix_kv = PrefixKVCache()
         head = self.model.get_output_embeddings()
         # out_features, not weight.shape: a bitsandbytes 4-bit head stores packed weights.
         self.vocab_size = int(getattr(head, "out_features", 0) or head.weight.shape[0])
-
-    # ----- prompts -----
-    def prompt_ids(self, system: str, user: str) -> list[int]:
-        """Chat-template token ids (system + user + assistant header), LRU-cached."""
-        key = (system, user)
-        ids = self._prompt_cache.get(key)
-        if ids is None:
-            msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-            out = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
-            ids = list(out["input_ids"] if not isinstance(out, list) else out)
-            self._prompt_cache[key] = ids
-            if len(self._prompt_cache) > 4096:
-                self._prompt_cache.popitem(last=False)
-        return ids
-
-    def count_prompt_tokens(self, request: GenerationRequest) -> int:
-        return len(self.prompt_ids(request.system, request.user))
-
-    def alphas_for(self, steerings: Sequence[dict[str, float]]) -> torch.Tensor:
-        """[B, T] alphas from per-row trait dicts (missing traits = 0)."""
-        return torch.tensor([[float(s.get(t, 0.0)) for t in self.traits] for s in steerings],
-                            dtype=torch.float32)
+        self._init_decoding()
 
     # ----- steering access for verification -----
     @contextmanager
@@ -112,10 +105,7 @@ class TransformersBackend:
             yield
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        width = max(len(s) for s in seqs)
-        ids = torch.tensor([[self._pad_id] * (width - len(s)) + s for s in seqs], device=self.device)
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.device)
-        return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+        return left_pad(seqs, self._pad_id, self.device)
 
     @torch.no_grad()
     def hidden_at(self, layer: int, seqs: Sequence[list[int] | str],
@@ -126,21 +116,12 @@ class TransformersBackend:
         """
         seqs = [self.tokenizer(s, add_special_tokens=False)["input_ids"] if isinstance(s, str)
                 else list(s) for s in seqs]
-        captured: dict[str, torch.Tensor] = {}
-        block = decoder_layers(self.model)[layer - 1]
-
-        def grab(_m, _a, out):  # registered after the steering hook, so it sees the sum
-            captured["h"] = (out[0] if isinstance(out, tuple) else out).float().cpu()
-
-        handle = block.register_forward_hook(grab)
-        try:
-            ids, mask, pos = self._left_pad(seqs)
-            with self.steered(alphas):
-                self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
-        finally:
-            handle.remove()
+        ids, mask, pos = self._left_pad(seqs)
+        # The capture is registered after the steering hook, so it sees the sum.
+        with captured(self.model, [layer]) as got, self.steered(alphas):
+            self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
         width = ids.shape[1]
-        return [captured["h"][r, width - len(s):] for r, s in enumerate(seqs)]
+        return [got[layer][r, width - len(s):].cpu() for r, s in enumerate(seqs)]
 
     @torch.no_grad()
     def reply_logprobs(self, system: str, user: str, replies: list[str],
@@ -160,120 +141,14 @@ class TransformersBackend:
             out.append(float(logp[r, -n:].gather(-1, tgt[:, None]).sum()))
         return out
 
-    # ----- generation -----
-    def _has_newline(self, tok_id: int) -> bool:
-        v = self._newline.get(tok_id)
-        if v is None:
-            v = self._newline[tok_id] = "\n" in self.tokenizer.decode([tok_id])
-        return v
+    # ----- generation (the loop itself is DecodeLoop.generate_batch) -----
+    def _open(self, requests: list[GenerationRequest], prompts: list[list[int]],
+              alphas: torch.Tensor) -> tuple[torch.Tensor, _TorchStepper, list[str]]:
+        logits, cache, mask, next_pos, state = self._prefill(requests, prompts, alphas)
+        return logits, _TorchStepper(self, cache, mask, next_pos), state
 
-    @torch.no_grad()
-    def generate_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        """Generate all rows together; each row's tokens equal its single-row output."""
-        if not requests:
-            return []
-        inf = self.cfg.inference
-        prompts = [self.prompt_ids(r.system, r.user) for r in requests]
-        steer = [r.steering if self.cfg.steering.enabled else {} for r in requests]
-        alphas = self.alphas_for(steer)
-        gens = []
-        for r in requests:
-            g = torch.Generator(device="cpu")
-            g.manual_seed(int(r.seed) & 0xFFFF_FFFF_FFFF_FFFF)
-            gens.append(g)
-        limits = [max(1, int(r.max_new_tokens)) for r in requests]
-        # Stop at the end of the action line (first newline after some content).
-        line_stop = [inf.adaptive_tokens and r.stop_at_newline for r in requests]
-        sentence_stop = [stop and inf.stop_at_sentence for stop in line_stop]
-        tries = [self._trie(r.options) for r in requests]
-        nodes = [t.root if t is not None else None for t in tries]  # None = free text
-        caps = [{k.lower(): v for k, v in r.token_caps.items()} for r in requests]
-        out_ids: list[list[int]] = [[] for _ in requests]
-        chosen_option = [""] * len(requests)
-        option_lp = [0.0 if t is not None else float("nan") for t in tries]
-        vocab = self.vocab_size
-        seen = torch.zeros(len(requests), vocab, dtype=torch.bool)
-        for i, p in enumerate(prompts):
-            seen[i, p] = True
-        stop_reason = ["length"] * len(requests)
-        active = list(range(len(requests)))  # batch position -> request index
-        t0 = time.perf_counter()
-        try:
-            logits, cache, mask, next_pos, prefix_state = self._prefill(requests, prompts, alphas)
-            while True:
-                last = logits.float().cpu()
-                raw = last  # before penalty/temperature: what decision replay re-scores
-                rows = torch.tensor(active)
-                last = apply_repetition_penalty(last, seen[rows], inf.repetition_penalty)
-                for b, i in enumerate(active):
-                    if nodes[i] is not None:
-                        last[b] = last[b].masked_fill(~tries[i].allowed(nodes[i]), float("-inf"))
-                chosen = choose_tokens(last, inf.temperature, inf.top_p, [gens[i] for i in active])
-                new_tokens, keep = [], []
-                for b, (i, tok) in enumerate(zip(active, chosen, strict=True)):
-                    out_ids[i].append(tok)
-                    seen[i, tok] = True
-                    option = None
-                    if nodes[i] is not None:
-                        option_lp[i] += tries[i].logprob(raw[b], nodes[i], tok)
-                        nodes[i], option = OptionTrie.advance(nodes[i], tok)
-                        chosen_option[i] = option or ""
-                    if caps[i] and len(out_ids[i]) == 1:  # adaptive limit by action word
-                        word = self._text(out_ids[i]).strip().strip(":").lower()
-                        limits[i] = min(limits[i], caps[i].get(word, limits[i]))
-                    if option is not None and not OptionTrie.continues(option):
-                        stop_reason[i] = "option"
-                    elif tok in self._stop_ids:
-                        stop_reason[i] = "eos"
-                    elif line_stop[i] and self._has_newline(tok) and self._text(out_ids[i]).strip():
-                        stop_reason[i] = "newline"
-                    elif sentence_stop[i] and sentence_done(self._text(out_ids[i])):
-                        stop_reason[i] = "sentence"
-                    elif len(out_ids[i]) >= limits[i]:
-                        stop_reason[i] = "length"
-                    else:
-                        keep.append(b)
-                        new_tokens.append(tok)
-                if not keep:
-                    break
-                if len(keep) < len(active):
-                    idx = torch.tensor(keep, device=self.device)
-                    cache.batch_select_indices(idx)
-                    self.hooks.select_rows(idx)
-                    mask, next_pos = mask[idx], next_pos[idx]
-                    active = [active[b] for b in keep]
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                step_ids = torch.tensor(new_tokens, device=self.device)[:, None]
-                out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=next_pos,
-                                 cache=cache, use_cache=True)
-                logits = out.logits[:, -1, :]
-                next_pos = next_pos + 1
-        finally:
-            self.hooks.set_alphas(None)
-        elapsed = time.perf_counter() - t0
-        results = []
-        for i, r in enumerate(requests):
-            text = self._text(out_ids[i])
-            if line_stop[i]:
-                text = text.strip().split("\n", 1)[0]
-            results.append(GenerationResult(
-                request_id=r.request_id, text=text.strip(), tokens_in=len(prompts[i]),
-                tokens_out=len(out_ids[i]),
-                extra={"stop": stop_reason[i], "batch_size": len(requests),
-                       "prefix_cache": prefix_state[i],
-                       "batch_seconds": round(elapsed, 4),
-                       "alphas": dict(zip(self.traits, alphas[i].tolist(), strict=True))},
-                option=chosen_option[i], option_logprob=option_lp[i]))
-        return results
-
-    def prefix_ids(self, system: str) -> list[int]:
-        """Token ids of the chat-template system block (the reusable prefix)."""
-        ids = self._prefix_ids.get(system)
-        if ids is None:
-            out = self.tokenizer.apply_chat_template(
-                [{"role": "system", "content": system}], add_generation_prompt=False, tokenize=True)
-            ids = self._prefix_ids[system] = list(out["input_ids"] if not isinstance(out, list) else out)
-        return ids
+    def _close(self) -> None:
+        self.hooks.set_alphas(None)
 
     def _prefill(self, requests: list[GenerationRequest], prompts: list[list[int]],
                  alphas: torch.Tensor) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor, list[str]]:
@@ -315,14 +190,14 @@ class TransformersBackend:
         self.prefix_kv.misses += state.count("miss")
         width = max(len(p) for p in pre)
         rest = [q[len(p):] for p, q in zip(pre, prompts, strict=True)]
-        s_w = max(len(t) for t in rest)
         cache = assemble(self.model.config, kvs, width)
-        dev = self.device
-        ids = torch.tensor([[self._pad_id] * (s_w - len(t)) + t for t in rest], device=dev)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) + [0] * (s_w - len(t)) + [1] * len(t)
-                             for p, t in zip(pre, rest, strict=True)], device=dev)
-        pos = torch.tensor([[0] * (s_w - len(t)) + list(range(len(p), len(p) + len(t)))
-                            for p, t in zip(pre, rest, strict=True)], device=dev)
+        # Left-padded prefix (the cached KV) then the left-padded rest; the rest's
+        # positions continue after each row's own prefix length.
+        _, pre_mask, _ = self._left_pad(pre)
+        ids, rest_mask, rest_pos = self._left_pad(rest)
+        mask = torch.cat([pre_mask, rest_mask], dim=1)
+        pre_len = pre_mask.sum(-1, keepdim=True)
+        pos = torch.where(rest_mask.bool(), rest_pos + pre_len, torch.zeros_like(rest_pos))
         self.hooks.set_alphas(alphas)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
                          use_cache=True, logits_to_keep=self._keep)
@@ -332,21 +207,6 @@ class TransformersBackend:
     def _keep(self) -> int:
         """`logits_to_keep` for prefill passes: 1 = last position, 0 = all."""
         return 1 if self.last_logits_only else 0
-
-    def _trie(self, options: tuple[str, ...]) -> OptionTrie | None:
-        """The (cached) option trie of a request; None when unconstrained."""
-        if not options:
-            return None
-        trie = self._tries.get(options)
-        if trie is None:
-            if len(self._tries) > 4096:
-                self._tries.clear()
-            vocab = self.model.get_output_embeddings().weight.shape[0]
-            trie = self._tries[options] = OptionTrie(options, self.tokenizer, vocab)
-        return trie
-
-    def _text(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def describe(self) -> dict[str, Any]:
         """What the run manifest records about the model and the steering."""

@@ -23,9 +23,10 @@ from safetensors.numpy import save as st_save
 
 from steertown.sim.engine import TRANSCRIPT_LINES, Simulation
 from steertown.storage.run_dir import RunDir, atomic_write_bytes
+from steertown.world.scheduler import Encounter
 
 log = logging.getLogger(__name__)
-FORMAT = "steertown-checkpoint/1"
+FORMAT = "steertown-checkpoint/2"  # 2: world state (resources, ties, news, replies)
 
 
 class CheckpointError(ValueError):
@@ -46,18 +47,20 @@ def checkpoint_path(run: RunDir, tick: int) -> Path:
 
 def save_checkpoint(sim: Simulation, run: RunDir, keep: int) -> Path:
     """Write the state after `sim.tick` atomically; keep the newest `keep` checkpoints."""
-    metas, embs, imps, ticks = {}, [], [], []
+    metas, embs, imps, ticks, ids = {}, [], [], [], []
     for a in sim.agents:
         meta, arr = sim.memories[a.agent_id].to_state()
         metas[a.agent_id] = meta
         embs.append(arr["emb"])
         imps.append(arr["importance"])
         ticks.append(arr["tick"])
+        ids.append(arr["ids"])
     dim = sim.memories[sim.agents[0].agent_id].dim
     arrays = {
         "memory.emb": np.concatenate(embs) if embs else np.zeros((0, dim), np.float32),
         "memory.importance": np.concatenate(imps).astype(np.float32),
         "memory.tick": np.concatenate(ticks).astype(np.int64),
+        "memory.ids": np.concatenate(ids).astype(np.int64),
     }
     state = {
         "format": FORMAT, "run_id": sim.run_id, "tick": sim.tick, "seed": sim.cfg.seed,
@@ -65,7 +68,10 @@ def save_checkpoint(sim: Simulation, run: RunDir, keep: int) -> Path:
         "rng": "numpy default_rng([seed, tick, stream]) derived at each tick; no carried state",
         "agents": {a.agent_id: a.to_state() for a in sim.agents},
         "memories": {k: v["texts"] for k, v in metas.items()},
+        "memory_next_id": {k: v["next_id"] for k, v in metas.items()},
         "transcripts": {k: list(v) for k, v in sim.transcripts.items()},
+        "ties": sim.ties.to_state(),
+        "pending_replies": [e.to_state() for e in sim.pending_replies],
         "line_history": sim.quality.to_state(),
     }
     state_json = json.dumps(state, sort_keys=True)
@@ -132,11 +138,12 @@ def restore(sim: Simulation, state: dict, arrays: dict[str, np.ndarray]) -> None
         texts = state["memories"][a.agent_id]
         n = len(texts)
         sim.memories[a.agent_id].load_state(
-            {"texts": texts},
-            {"emb": arrays["memory.emb"][offset:offset + n],
-             "importance": arrays["memory.importance"][offset:offset + n],
-             "tick": arrays["memory.tick"][offset:offset + n]})
+            {"texts": texts, "next_id": state["memory_next_id"][a.agent_id]},
+            {key: arrays[f"memory.{key}"][offset:offset + n]
+             for key in ("emb", "importance", "tick", "ids")})
         offset += n
     sim.transcripts = {k: deque(v, maxlen=TRANSCRIPT_LINES)
                        for k, v in state["transcripts"].items()}
+    sim.ties.load_state(state["ties"])
+    sim.pending_replies = [Encounter(-1, **e) for e in state["pending_replies"]]
     sim.quality.load_state(state.get("line_history", {}))

@@ -3,6 +3,11 @@
 All randomness of a tick comes from generators derived from (seed, tick), and every
 generation carries a seed derived from (seed, tick, agent), so a tick's output depends
 only on the state at its start: this is what makes resume from a checkpoint exact.
+
+A tick runs in rounds: the scheduled encounters (and replies carried over from the last
+tick, first), then the replies to what was said in them, while the tick's budget of
+`max_events_per_tick` turns lasts; replies beyond it open the next tick. What each
+action does to the world is `world.rules`; this module only orchestrates.
 """
 
 from __future__ import annotations
@@ -22,12 +27,16 @@ from steertown.agents.text_quality import NOT_FREE_TEXT, QualityLabeler, situati
 from steertown.config import TRAITS, RunConfig
 from steertown.inference.backend import Backend, GenerationRequest, GenerationResult
 from steertown.inference.batching import BatchStats, generate_all
-from steertown.world.actions import Action, apply_action, parse_action
+from steertown.world.actions import Action, parse_action
+from steertown.world.goals import spec_of, update_goal
+from steertown.world.metrics import society_row
+from steertown.world.rules import IMPORTANCE, Rules
 from steertown.world.scheduler import Encounter, schedule_encounters
+from steertown.world.social import NEWS, Ties, seed_news
 from steertown.world.town import Town
 
-IMPORTANCE = {"MOVE": 2.0, "TALK": 5.0, "WORK": 4.0, "REST": 1.0, "HEARD": 5.0, "PLAN": 8.0}
 TRANSCRIPT_LINES = 3
+MAX_EXCHANGE = 3  # lines in one exchange: a TALK, its reply, and the answer to that
 
 
 class Embedder(Protocol):
@@ -48,17 +57,23 @@ class TickResult:
     messages: list[dict] = field(default_factory=list)
     reflections: list[dict] = field(default_factory=list)
     decisions: list[dict] = field(default_factory=list)
+    interactions: list[dict] = field(default_factory=list)
+    agent_state: list[dict] = field(default_factory=list)
+    society: list[dict] = field(default_factory=list)
+    memories: list[dict] = field(default_factory=list)
     ticks: list[dict] = field(default_factory=list)
 
     def rows(self) -> dict[str, list[dict]]:
         return {"actions": self.actions, "messages": self.messages,
                 "reflections": self.reflections, "decisions": self.decisions,
-                "ticks": self.ticks}
+                "interactions": self.interactions, "agent_state": self.agent_state,
+                "society": self.society, "memories": self.memories, "ticks": self.ticks}
 
 
 def prompt_hash(system: str, user: str) -> str:
     """Stable short hash of a prompt (system + user), for joining and de-duplication."""
     return hashlib.blake2b(f"{system}\x00{user}".encode(), digest_size=8).hexdigest()
+
 
 
 class Simulation:
@@ -73,15 +88,29 @@ class Simulation:
         self.by_id = {a.agent_id: a for a in self.agents}
         self.name_of = {a.agent_id: a.name for a in self.agents}
         self.town = Town(num_homes=len({a.home for a in self.agents}))
+        self.ties = Ties()
+        self.rules = Rules(self.town, self.agents, self.ties)
         dim = int(embedder.embed(["dimension probe"]).shape[1])
         self.memories = {a.agent_id: MemoryStream(cfg.memory.max_memories, dim,
                                                   cfg.memory.recency_decay)
                          for a in self.agents}
         self.transcripts: dict[str, deque[str]] = {}
+        self.pending_replies: list[Encounter] = []  # replies that open the next tick
+        self._retrieved: dict[str, list[int]] = {}  # request id -> memory ids in its prompt
         self.quality = QualityLabeler(embedder)  # labels what agents say (messages.quality)
-        self._heard: dict[str, list[str]] = {}
+        self._heard: dict[str, list[str]] = {}  # lines said per place, as the prompts showed
         self.tick = 0  # last completed tick
         self.layers = list(cfg.layers)
+        # Staggered reflection: agent i reflects on ticks = i (mod n), so each tick carries
+        # about 1/n of the reflections instead of all of them every n-th tick.
+        n = cfg.optimization.reflect_every_n_ticks
+        self.reflect_offset = {a.agent_id: i % n for i, a in enumerate(self.agents)}
+        knowers = seed_news([a.agent_id for a in self.agents], cfg.world.news_knowers, cfg.seed)
+        for k in knowers:
+            self.by_id[k].news_from, self.by_id[k].news_tick = "seed", 0
+        # Tick-0 memories are rebuilt like this on resume, then replaced by the checkpoint's.
+        self._remember([(k, f"I heard that {NEWS}.", IMPORTANCE["NEWS"]) for k in knowers], 0,
+                       TickResult(0, []))
 
     # --- one tick -------------------------------------------------------------------
     def run_tick(self, tick: int) -> TickResult:
@@ -89,33 +118,51 @@ class Simulation:
         assert tick == self.tick + 1, f"tick {tick} after {self.tick}"
         t0 = time.perf_counter()
         cfg = self.cfg
+        cap = cfg.max_events_per_tick
+        carried = [e for e in self.pending_replies if self._still_together(e)][:cap]
+        for e in carried:  # witnesses who left are no longer part of the exchange
+            e.others = [o for o in e.others if self.by_id[o].location == e.location]
+        self.pending_replies = []
+        busy = {m for e in carried for m in (e.actor, *e.others)}
         rng = np.random.default_rng([cfg.seed, tick, 1])
-        encounters = schedule_encounters({a.agent_id: a.location for a in self.agents},
-                                         cfg.max_events_per_tick, rng)
-        result = TickResult(tick, encounters)
-        requests = self._action_requests(encounters, tick)
+        scheduled = schedule_encounters(
+            {a.agent_id: a.location for a in self.agents if a.agent_id not in busy},
+            cap - len(carried), rng)
+        turns = self._numbered(carried + scheduled, 0)
+        result = TickResult(tick, list(turns))
         reflecting = self._due_reflections(tick)
-        requests += self._reflection_requests(reflecting, tick)
         stats = BatchStats()
-        generated = generate_all(self.backend, requests, cfg.optimization.batch_size, stats)
-        # The request carries the steering and seed a row was generated with: log those.
-        done = {r.request_id: (r, g) for r, g in zip(requests, generated, strict=True)}
         new_memories: list[tuple[str, str, float]] = []
         occupancy: dict[str, int] = {}
         for a in self.agents:
             occupancy[a.location] = occupancy.get(a.location, 0) + 1
-        self._heard = {k: list(v) for k, v in self.transcripts.items()}  # what prompts showed
-        for enc in encounters:
-            self._apply(enc, *done[f"a{tick}-{enc.event_id}"], tick, occupancy, result,
-                        new_memories)
-        for agent in reflecting:
-            self._reflect(agent, *done[f"r{tick}-{agent.agent_id}"], tick, result, new_memories)
+        used = 0
+        while turns:
+            self._heard = {k: list(v) for k, v in self.transcripts.items()}
+            requests = self._action_requests(turns, tick)
+            if used == 0:
+                requests += self._reflection_requests(reflecting, tick)
+            generated = generate_all(self.backend, requests, cfg.optimization.batch_size, stats)
+            # The request carries the steering and seed a row was generated with: log those.
+            done = {r.request_id: (r, g) for r, g in zip(requests, generated, strict=True)}
+            replies = [r for enc in turns
+                       if (r := self._apply(enc, *done[f"a{tick}-{enc.event_id}"], tick,
+                                            occupancy, result, new_memories))]
+            if used == 0:
+                for agent in reflecting:
+                    self._reflect(agent, *done[f"r{tick}-{agent.agent_id}"], tick, result,
+                                  new_memories)
+            used += len(turns)
+            turns = self._numbered(replies[:max(0, cap - used)], used)
+            result.encounters += turns
+            self.pending_replies = replies[max(0, cap - used):]
         self.quality.flush()
-        self._remember(new_memories, tick)
+        self._remember(new_memories, tick, result)
+        self._record_state(tick, result)
         self.tick = tick
         elapsed = time.perf_counter() - t0
         result.ticks.append({
-            "run_id": self.run_id, "tick": tick, "events": len(encounters),
+            "run_id": self.run_id, "tick": tick, "events": len(result.encounters),
             "actions": len(result.actions), "messages": len(result.messages),
             "reflections": len(result.reflections),
             "successes": sum(r["success"] for r in result.actions),
@@ -126,18 +173,30 @@ class Simulation:
         })
         return result
 
+    @staticmethod
+    def _numbered(encounters: list[Encounter], start: int) -> list[Encounter]:
+        for i, e in enumerate(encounters):
+            e.event_id = start + i
+        return encounters
+
+    def _still_together(self, enc: Encounter) -> bool:
+        return all(self.by_id[m].location == enc.location for m in (enc.actor, enc.answering))
+
     def _request(self, request_id: str, agent: Agent, kind: str, system: str, user: str,
-                 tick: int, max_new: int, options: tuple[str, ...] = ()) -> GenerationRequest:
+                 tick: int, max_new: int, options: tuple[str, ...] = (),
+                 depth: int = 0) -> GenerationRequest:
         cfg = self.cfg
         caps = {}
         if cfg.inference.adaptive_tokens and kind == "action":
             caps = {k: min(v, cfg.inference.max_new_tokens)
                     for k, v in cfg.inference.max_new_tokens_by_action.items() if k != "REFLECT"}
+        # A reply turn is an agent's second turn in a tick: its own seed (depth > 0).
+        parts = (cfg.seed, tick, agent.agent_id, kind) + ((depth,) if depth else ())
         return GenerationRequest(
             request_id=request_id,
             system=system, user=user,
             steering=agent.steering(cfg.steering.strength, cfg.steering.enabled),
-            max_new_tokens=max_new, seed=derive_seed(cfg.seed, tick, agent.agent_id, kind),
+            max_new_tokens=max_new, seed=derive_seed(*parts),
             kind=kind, token_caps=caps,
             stop_at_newline=kind == "action", options=options)
 
@@ -153,22 +212,24 @@ class Simulation:
         for i, (agent, enc) in enumerate(zip(actors, encounters, strict=True)):
             mems = self.memories[agent.agent_id].retrieve(q[i], tick, self.cfg.memory.retrieve_k)
             others = [self.name_of[o] for o in enc.others]
+            inviter = self.name_of[agent.invite["from"]] if agent.invite else ""
+            answering = (self.name_of[enc.answering], enc.line) if enc.answering else None
             user = prompts.action_prompt(agent, self.town, others,
                                          list(self.transcripts.get(enc.location, ())),
-                                         [m.text for m in mems], tick)
-            out.append(self._request(f"a{tick}-{enc.event_id}", agent, "action",
-                                     prompts.persona(agent), user, tick,
-                                     self.cfg.inference.max_new_tokens,
-                                     prompts.action_options(agent, self.town, others)))
+                                         [m.text for m in mems], tick, inviter, answering)
+            req = self._request(f"a{tick}-{enc.event_id}", agent, "action",
+                                prompts.persona(agent), user, tick,
+                                self.cfg.inference.max_new_tokens,
+                                prompts.action_options(agent, self.town, others), enc.depth)
+            self._retrieved[req.request_id] = [m.memory_id for m in mems]
+            out.append(req)
         return out
 
     def _due_reflections(self, tick: int) -> list[Agent]:
         n = self.cfg.optimization.reflect_every_n_ticks
-        if tick % n != 0:
-            return []
         # Lazy reflection: only agents with something new to think about since last time.
-        return [a for a in self.agents
-                if self.memories[a.agent_id].latest_tick() > a.last_reflection_tick]
+        return [a for a in self.agents if tick % n == self.reflect_offset[a.agent_id]
+                and self.memories[a.agent_id].latest_tick() > a.last_reflection_tick]
 
     def _reflection_requests(self, agents: list[Agent], tick: int) -> list[GenerationRequest]:
         if not agents:
@@ -180,8 +241,10 @@ class Simulation:
         for i, agent in enumerate(agents):
             mems = self.memories[agent.agent_id].retrieve(q[i], tick, self.cfg.memory.retrieve_k)
             user = prompts.reflection_prompt(agent, [m.text for m in mems], tick)
-            out.append(self._request(f"r{tick}-{agent.agent_id}", agent, "reflection",
-                                     prompts.reflection_persona(agent), user, tick, max_new))
+            req = self._request(f"r{tick}-{agent.agent_id}", agent, "reflection",
+                                prompts.reflection_persona(agent), user, tick, max_new)
+            self._retrieved[req.request_id] = [m.memory_id for m in mems]
+            out.append(req)
         return out
 
     # --- applying results -----------------------------------------------------------
@@ -191,24 +254,25 @@ class Simulation:
                "agent_id": agent.agent_id, "kind": req.kind, "location": location,
                "content": g.text, "tokens_in": g.tokens_in, "tokens_out": g.tokens_out,
                "strength": self.cfg.steering.strength if self.cfg.steering.enabled else 0.0,
-               "layers": self.layers, "seed": req.seed, "quality": NOT_FREE_TEXT}
+               "layers": self.layers, "seed": req.seed,
+               "memory_ids": self._retrieved.pop(req.request_id, []),
+               "prompt_hash": prompt_hash(req.system, req.user),
+               "prompt": f"{req.system}\n\n{req.user}" if self.cfg.world.log_prompts else None,
+               "quality": NOT_FREE_TEXT}
         row.update({f"alpha_{t}": req.steering[t] for t in TRAITS})
         return row
 
     def _apply(self, enc: Encounter, req: GenerationRequest, g: GenerationResult, tick: int,
                occupancy: dict[str, int], result: TickResult,
-               new_memories: list[tuple[str, str, float]]) -> None:
+               new_memories: list[tuple[str, str, float]]) -> Encounter | None:
+        """Apply one turn's action; returns the reply turn it opens, if any."""
         agent = self.by_id[enc.actor]
-        others = [self.name_of[o] for o in enc.others]
-        action: Action = parse_action(g.text, others, self.town)
+        action = parse_action(g.text, [self.name_of[o] for o in enc.others], self.town)
         where = agent.location
-        ok, reason, after = apply_action(action, where, not enc.others, self.town, occupancy)
-        agent.location = after
-        if not ok:
-            agent.failures += 1
+        out = self.rules.apply(agent, action, enc.others, occupancy, tick)
         msg = self._message_row(req, g, agent, tick, enc.event_id, where)
         result.messages.append(msg)
-        self._submit_quality(msg, agent, action, where)
+        self._submit_quality(msg, agent, action, where, enc)
         if req.options:
             result.decisions.append({
                 "run_id": self.run_id, "tick": tick, "event_id": enc.event_id,
@@ -219,32 +283,30 @@ class Simulation:
         result.actions.append({
             "run_id": self.run_id, "tick": tick, "event_id": enc.event_id,
             "agent_id": agent.agent_id, "action_type": action.action_type,
-            "target": action.target, "location": where, "location_after": after,
-            "success": ok, "failure_reason": reason, "parsed": action.parsed})
-        if not ok:
-            new_memories.append((agent.agent_id, f"I tried to {action.action_type.lower()} at "
-                                 f"{where} but failed ({reason}).", 2.0))
-            return
-        if action.action_type == "TALK":
-            line = f"{agent.name}: {action.text}"
-            self.transcripts.setdefault(where, deque(maxlen=TRANSCRIPT_LINES)).append(line)
-            new_memories.append((agent.agent_id, f"I said to {action.target or 'everyone'} "
-                                 f"at {where}: {action.text}", IMPORTANCE["TALK"]))
-            for o in enc.others:
-                new_memories.append((o, f"{agent.name} said at {where}: {action.text}",
-                                     IMPORTANCE["HEARD"]))
-        elif action.action_type == "MOVE":
-            new_memories.append((agent.agent_id, f"I went from {where} to {after}.",
-                                 IMPORTANCE["MOVE"]))
-        elif action.action_type == "WORK":
-            what = action.text or self.town.locations[where].work
-            new_memories.append((agent.agent_id, f"I worked at {where}: {what}", IMPORTANCE["WORK"]))
-        else:
-            new_memories.append((agent.agent_id, f"I rested at {where}.", IMPORTANCE["REST"]))
+            "target": action.target, "location": where, "location_after": out.location_after,
+            "success": out.success, "failure_reason": out.reason, "parsed": action.parsed})
+        for row in out.interactions:
+            if row["type"] == "TALK" and enc.answering and row["target"] == enc.answering:
+                row["detail"] = "reply"
+            result.interactions.append({"run_id": self.run_id, "tick": tick,
+                                        "event_id": enc.event_id, **row})
+        new_memories.extend(out.memories)
+        if not (out.success and action.action_type == "TALK"):
+            return None
+        self.transcripts.setdefault(where, deque(maxlen=TRANSCRIPT_LINES)).append(
+            f"{agent.name}: {action.text}")
+        if not out.reply_by or enc.depth + 1 >= MAX_EXCHANGE:
+            return None
+        members = sorted({enc.actor, *enc.others} - {out.reply_by})
+        return Encounter(-1, where, out.reply_by, members, answering=agent.agent_id,
+                         line=action.text, depth=enc.depth + 1)
 
-    def _submit_quality(self, msg: dict, agent: Agent, action: Action, where: str) -> None:
+    def _submit_quality(self, msg: dict, agent: Agent, action: Action, where: str,
+                        enc: Encounter) -> None:
         """Queue a message for its quality label (computed at the end of the tick)."""
         heard = [line.split(": ", 1)[-1] for line in self._heard.get(where, ())]
+        if enc.answering:
+            heard.append(enc.line)
         loc = self.town.locations[where]
         self.quality.submit(msg, agent.agent_id, action.action_type, action.text,
                             situation_text(where, loc.description, loc.work, agent.goal,
@@ -263,11 +325,31 @@ class Simulation:
             agent.plan = plan
             new_memories.append((agent.agent_id, f"My plan: {plan}", IMPORTANCE["PLAN"]))
 
-    def _remember(self, new: list[tuple[str, str, float]], tick: int) -> None:
-        """Embed all of a tick's new memories in one call, then store them."""
+    def _remember(self, new: list[tuple[str, str, float]], tick: int, result: TickResult) -> None:
+        """Embed all of a tick's new memories in one call, then store (and log) them."""
         if not new:
             return
         emb = self.embedder.embed([text for _, text, _ in new])
         for (agent_id, text, importance), e in zip(new, emb, strict=True):
-            self.memories[agent_id].add(text, importance, tick, e)
+            mid = self.memories[agent_id].add(text, importance, tick, e)
+            result.memories.append({"run_id": self.run_id, "tick": tick, "agent_id": agent_id,
+                                    "memory_id": mid, "text": text, "importance": importance})
 
+    def _record_state(self, tick: int, result: TickResult) -> None:
+        """Per-agent state and society metrics after the tick."""
+        friends = self.ties.friend_counts()
+        for a in self.agents:
+            progress = update_goal(a, self.ties, tick, friends)
+            result.agent_state.append({
+                "run_id": self.run_id, "tick": tick, "agent_id": a.agent_id,
+                "location": a.location, "coins": a.coins, "energy": a.energy,
+                "earned": a.earned, "friends": friends.get(a.agent_id, 0),
+                "places_visited": len(a.visited), "gathered": a.gathered,
+                "goal_kind": spec_of(a).kind, "goal_progress": progress,
+                "goal_done_tick": a.goal_done_tick or None, "knows_news": a.knows_news,
+                "news_from": a.news_from or None,
+                "news_tick": a.news_tick if a.knows_news else None})
+        result.society.append({"run_id": self.run_id, "tick": tick, **society_row(
+            self.ties.edges(), sum(friends.values()) // 2, [a.coins for a in self.agents],
+            [a.energy for a in self.agents], sum(a.goal_done_tick > 0 for a in self.agents),
+            sum(a.knows_news for a in self.agents))})

@@ -21,16 +21,7 @@ from contextlib import contextmanager
 
 import torch
 
-
-def decoder_layers(model: torch.nn.Module) -> Sequence[torch.nn.Module]:
-    """The model's decoder blocks (Llama-style `model.model.layers`, GPT-2 `transformer.h`)."""
-    inner = getattr(model, "model", None)
-    if inner is not None and hasattr(inner, "layers"):
-        return inner.layers
-    tr = getattr(model, "transformer", None)
-    if tr is not None and hasattr(tr, "h"):
-        return tr.h
-    raise ValueError(f"cannot find decoder layers on {type(model).__name__}")
+from steertown.inference.residual import add_hook, decoder_layers
 
 
 class SteeringHooks:
@@ -57,23 +48,7 @@ class SteeringHooks:
             # Keep V on the block's own device (device_map may spread layers).
             dev = next(block.parameters(), param).device
             self._dirs[layer] = directions[layer].to(device=dev, dtype=torch.float32)
-            self._handles.append(block.register_forward_hook(self._make_hook(layer)))
-
-    def _make_hook(self, layer: int):
-        def hook(_module, _args, output):
-            delta = self._deltas[layer]
-            if delta is None:
-                return None  # unsteered: output untouched (bit-identical)
-            hidden = output[0] if isinstance(output, tuple) else output
-            if hidden.shape[0] != delta.shape[0]:
-                raise RuntimeError(
-                    f"steering set for {delta.shape[0]} rows but layer {layer} saw a batch of "
-                    f"{hidden.shape[0]}; call set_alphas for the current batch")
-            steered = hidden + delta.to(hidden.dtype)[:, None, :]
-            if isinstance(output, tuple):
-                return (steered, *output[1:])
-            return steered
-        return hook
+            self._handles.append(add_hook(model, layer, lambda layer=layer: self._deltas[layer]))
 
     def set_alphas(self, alphas: torch.Tensor | None) -> None:
         """Per-row steering for the next forward passes: alphas [B, T] or None (off)."""

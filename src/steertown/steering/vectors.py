@@ -30,8 +30,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from steertown.inference.residual import captured, chat_ids, forward_until, left_pad, pad_id
 from steertown.steering.contrast_data import ContrastData, ContrastPair
-from steertown.steering.hooks import decoder_layers
 
 log = logging.getLogger(__name__)
 
@@ -72,64 +72,30 @@ class TraitVectors:
         return str(self.meta.get("key", "unsaved"))
 
 
-def _prompt_ids(tokenizer: Any, system: str, user: str) -> list[int]:
-    msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    ids = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
-    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-        ids = ids["input_ids"]
-    return list(ids)
-
-
-class _Stop(Exception):
-    """Raised after the deepest needed layer: the rest of the forward pass is wasted work."""
-
-
 @torch.no_grad()
 def _mean_activations(model: Any, tokenizer: Any, layers: list[int], prompts: list[list[int]],
                       batch_size: int) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
     """Per prompt, mean of layer outputs over tokens 1..n-1; also all token norms per layer."""
-    blocks = decoder_layers(model)
-    captured: dict[int, torch.Tensor] = {}
-    handles = []
-    deepest = max(layers)
-
-    def make(layer: int):
-        def hook(_m, _a, out):
-            captured[layer] = (out[0] if isinstance(out, tuple) else out).float()
-            if layer == deepest:
-                raise _Stop
-        return hook
-
-    for layer in layers:
-        handles.append(blocks[layer - 1].register_forward_hook(make(layer)))
     device = next(model.parameters()).device
     means: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     norms: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    try:
+    pad = pad_id(tokenizer)
+    with captured(model, layers, stop=True) as got:
         for i in range(0, len(prompts), batch_size):
             chunk = prompts[i:i + batch_size]
             width = max(len(p) for p in chunk)
-            ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=device)
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk],
-                                device=device)
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            try:
-                model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
-            except _Stop:
-                pass
+            ids, mask, pos = left_pad(chunk, pad, device)
+            forward_until(lambda ids=ids, mask=mask, pos=pos: model(
+                input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False))
             # Keep real tokens except each row's first one (the attention sink).
             keep = mask.clone()
             for r, p in enumerate(chunk):
                 keep[r, width - len(p)] = 0
             keep_f = keep.float()[..., None]
             for layer in layers:
-                h = captured[layer]
+                h = got[layer]
                 means[layer].append(((h * keep_f).sum(1) / keep_f.sum(1)).cpu())
                 norms[layer].append(h.norm(dim=-1)[keep.bool()].cpu())
-    finally:
-        for h in handles:
-            h.remove()
     return ({layer: torch.cat(m) for layer, m in means.items()},
             {layer: torch.cat(n) for layer, n in norms.items()})
 
@@ -144,8 +110,8 @@ def compute_trait_vectors(model: Any, tokenizer: Any, layers: list[int],
     traits = sorted({p.trait for p in pairs}, key="EACON".find)
     prompts = []
     for p in pairs:
-        prompts.append(_prompt_ids(tokenizer, system_template.format(persona=p.high), p.user))
-        prompts.append(_prompt_ids(tokenizer, system_template.format(persona=p.low), p.user))
+        prompts.append(chat_ids(tokenizer, system_template.format(persona=p.high), p.user))
+        prompts.append(chat_ids(tokenizer, system_template.format(persona=p.low), p.user))
     means, norms = _mean_activations(model, tokenizer, layers, prompts, batch_size)
     tensors, unit, meta_norms, medians = {}, {}, {}, {}
     for layer in layers:

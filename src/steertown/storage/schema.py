@@ -9,6 +9,7 @@ Layout of `storage/dumps/<run_id>/`:
   decisions/decisions_tNNNNN.parquet       one row per action decision (prompt, options,
                                            chosen option and its log-probability)
   ticks/ticks_tNNNNN.parquet         one row per tick: counts, tokens, timings
+  interactions/, agent_state/, society/, memories/   the town's social record (below)
   checkpoints/ckpt_tNNNNN/           state after tick N (see sim.checkpoint)
   verification/, analysis/           outputs of the later stages
 Ticks are numbered from 1. Columns ending in `_seconds` are wall-clock timings: the only
@@ -48,6 +49,10 @@ MESSAGES = pa.schema([
     *ALPHA_FIELDS,
     pa.field("strength", pa.float64()), pa.field("layers", pa.list_(pa.int64())),
     pa.field("seed", pa.int64()),
+    # What the generation saw: the memories retrieved into its prompt (ids of the
+    # memories table), the prompt's hash, and its text when world.log_prompts is on.
+    pa.field("memory_ids", pa.list_(pa.int64())), pa.field("prompt_hash", pa.string()),
+    pa.field("prompt", pa.string()),
     # Free-text quality label (agents.text_quality): ok | garbage | template_leak |
     # too_short | repeat | unrelated; `none` for Move/Rest and reflections.
     pa.field("quality", pa.string()),
@@ -82,7 +87,60 @@ DECISIONS = pa.schema([
     pa.field("seed", pa.int64()),
 ])
 
+# One row per effect between two agents: TALK (detail "reply" when answering), HELP
+# (amount of coins or energy in detail), INVITE / ACCEPT (detail = place), NEWS (the
+# target learned the news from the actor). Witnesses = the others present.
+INTERACTIONS = pa.schema([
+    pa.field("run_id", pa.string()), pa.field("tick", pa.int64()),
+    pa.field("event_id", pa.int64()), pa.field("type", pa.string()),
+    pa.field("actor", pa.string()), pa.field("target", pa.string()),
+    pa.field("witnesses", pa.list_(pa.string())), pa.field("amount", pa.float64()),
+    pa.field("detail", pa.string()),
+])
+
+# One row per agent per tick, after the tick.
+AGENT_STATE = pa.schema([
+    pa.field("run_id", pa.string()), pa.field("tick", pa.int64()),
+    pa.field("agent_id", pa.string()), pa.field("location", pa.string()),
+    pa.field("coins", pa.int64()), pa.field("energy", pa.int64()),
+    pa.field("earned", pa.int64()), pa.field("friends", pa.int64()),
+    pa.field("places_visited", pa.int64()), pa.field("gathered", pa.int64()),
+    pa.field("goal_kind", pa.string()), pa.field("goal_progress", pa.float64()),
+    pa.field("goal_done_tick", pa.int64()),  # null until the target is reached
+    pa.field("knows_news", pa.bool_()), pa.field("news_from", pa.string()),
+    pa.field("news_tick", pa.int64()),
+])
+
+# One row per tick: the town as a network and an economy (see world.metrics).
+SOCIETY = pa.schema([
+    pa.field("run_id", pa.string()), pa.field("tick", pa.int64()),
+    pa.field("agents", pa.int64()), pa.field("tie_edges", pa.int64()),
+    pa.field("friend_edges", pa.int64()), pa.field("density", pa.float64()),
+    pa.field("clustering", pa.float64()), pa.field("degree_centralisation", pa.float64()),
+    pa.field("gini_coins", pa.float64()), pa.field("mean_coins", pa.float64()),
+    pa.field("mean_energy", pa.float64()), pa.field("goals_met", pa.int64()),
+    pa.field("news_reach", pa.float64()),
+])
+
+# Memories as they are stored (ids are per agent, in order of creation).
+MEMORIES = pa.schema([
+    pa.field("run_id", pa.string()), pa.field("tick", pa.int64()),
+    pa.field("agent_id", pa.string()), pa.field("memory_id", pa.int64()),
+    pa.field("text", pa.string()), pa.field("importance", pa.float64()),
+])
+
 TABLES: dict[str, pa.Schema] = {
     "actions": ACTIONS, "messages": MESSAGES, "reflections": REFLECTIONS,
-    "decisions": DECISIONS, "ticks": TICKS,
+    "decisions": DECISIONS, "interactions": INTERACTIONS, "agent_state": AGENT_STATE,
+    "society": SOCIETY, "memories": MEMORIES, "ticks": TICKS,
 }
+
+
+def option_class(option: str) -> str:
+    """The class of a decision option: its first word, lowercased ("Talk Ben:" -> "talk").
+
+    The world's options all start with their action word, so classes of new actions
+    ("Help ...", "Invite ...") need no list here.
+    """
+    word = option.strip().split(" ", 1)[0] if option and option.strip() else ""
+    return word.rstrip(":").lower()

@@ -11,17 +11,18 @@ from dataclasses import dataclass
 
 from steertown.world.town import Town
 
-ACTION_WORDS = ("MOVE", "TALK", "WORK", "REST")
-_ACTION_RE = re.compile(r"\b(MOVE|TALK|WORK|REST)\b", re.IGNORECASE)
-_START_RE = re.compile(r"(MOVE|TALK|WORK|REST)", re.IGNORECASE)
+ACTION_WORDS = ("MOVE", "TALK", "WORK", "REST", "HELP", "INVITE", "ACCEPT")
+_WORDS = "|".join(ACTION_WORDS)
+_ACTION_RE = re.compile(rf"\b({_WORDS})\b", re.IGNORECASE)
+_START_RE = re.compile(rf"({_WORDS})", re.IGNORECASE)
 _LEAD_RE = re.compile(r"^[\s>*`\"'#:\-]*(?:action\s*[:\-]\s*)?", re.IGNORECASE)
 
 
 @dataclass
 class Action:
-    action_type: str  # MOVE | TALK | WORK | REST
-    target: str = ""  # location for MOVE, addressee name for TALK
-    text: str = ""  # what is said (TALK) or done (WORK)
+    action_type: str  # one of ACTION_WORDS
+    target: str = ""  # location for MOVE, addressee for TALK/HELP/INVITE, inviter for ACCEPT
+    text: str = ""  # what is said (TALK) or done (WORK); the place for INVITE
     parsed: bool = True
     failure_reason: str = ""
 
@@ -31,7 +32,7 @@ def parse_action(reply: str, here: list[str], town: Town) -> Action:
     text = _LEAD_RE.sub("", reply.strip())
     m = _START_RE.match(text) or _ACTION_RE.search(text)  # a reply starts with its keyword
     if not text or not m or m.start() > 40:
-        reason = "empty reply" if not text else "no action keyword (MOVE/TALK/WORK/REST)"
+        reason = "empty reply" if not text else f"no action keyword ({'/'.join(ACTION_WORDS)})"
         return Action("REST", parsed=False, failure_reason=reason)
     kind = m.group(1).upper()
     rest = text[m.end():].lstrip(" :-,.").split("\n", 1)[0].strip()
@@ -53,6 +54,19 @@ def parse_action(reply: str, here: list[str], town: Town) -> Action:
         if not said:
             return Action("TALK", target=target, parsed=False, failure_reason="TALK with nothing said")
         return Action("TALK", target=target, text=said)
+    if kind in ("HELP", "INVITE"):
+        who, _, where = rest.partition(" to ")
+        target = _find_name(who, here)
+        if target is None:
+            return Action(kind, text=rest, parsed=False,
+                          failure_reason=f"{kind} without someone present")
+        place = _find_location(where, town) if kind == "INVITE" else None
+        if kind == "INVITE" and place is None:
+            return Action(kind, target=target, parsed=False,
+                          failure_reason="INVITE without a known place")
+        return Action(kind, target=target, text=place or "")
+    if kind == "ACCEPT":
+        return Action(kind)
     return Action(kind, text=rest)
 
 
@@ -61,7 +75,8 @@ def _find_location(text: str, town: Town) -> str | None:
     best = None
     for name in town.locations:
         i = norm.find(name)
-        if i >= 0 and (best is None or i < best[0]):
+        # Earliest match; at the same position the longest name (home_10, not home_1).
+        if i >= 0 and (best is None or (i, -len(name)) < (best[0], -len(best[1]))):
             best = (i, name)
     return best[1] if best else None
 

@@ -14,6 +14,15 @@ class Encounter:
     location: str
     actor: str  # the agent who acts (one generation per event)
     others: list[str]  # 0-2 co-located agents taking part: addressees and witnesses
+    # A reply turn: the agent being answered, the line said to the actor, and how many
+    # lines the exchange already has (bounded by the engine).
+    answering: str = ""
+    line: str = ""
+    depth: int = 0
+
+    def to_state(self) -> dict:
+        return {"location": self.location, "actor": self.actor, "others": self.others,
+                "answering": self.answering, "line": self.line, "depth": self.depth}
 
 
 def schedule_encounters(locations: dict[str, str], max_events: int,

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from steertown.steering.contrast_data import ContrastData, LikertItem, SituationItem
-from steertown.steering.readouts import (
+from steertown.verification.readouts import (
     Scorer,
     Steer,
     likert_scores,
@@ -31,7 +31,7 @@ from steertown.steering.readouts import (
     norm_steer,
     random_directions,
 )
-from steertown.steering.stats import DoseFit, dose_fit
+from steertown.verification.stats import DoseFit, dose_fit
 
 
 def sweep_coefficients(coefficients: list[float], run_max_alpha: float = 0.0) -> list[float]:

@@ -18,20 +18,16 @@ import numpy as np
 import torch
 
 from steertown.config import TRAITS
-from steertown.steering.hooks import decoder_layers
-from steertown.steering.readouts import NEUTRAL_SYSTEM
-from steertown.steering.stats import bootstrap_ci, rank_percentile, spearman
-from steertown.steering.verify_logged import Check
+from steertown.inference.residual import captured, forward_until, left_pad, pad_id
 from steertown.storage.run_dir import RunDir
+from steertown.verification.check import Check
+from steertown.verification.readouts import NEUTRAL_SYSTEM
+from steertown.verification.stats import bootstrap_ci, rank_percentile, spearman
 
 READBACK_USER = "What do you do or say next?"
 MAX_MESSAGE_TOKENS = 64
 RANDOM_PROJECTIONS = 200
 SMALL_RUN_AGENTS = 8
-
-
-class _Stop(Exception):
-    """Raised after the read layer: the rest of the forward pass is not needed."""
 
 
 def load_run_messages(run: RunDir, num_files: int = 0) -> dict[str, list]:
@@ -44,34 +40,19 @@ def load_run_messages(run: RunDir, num_files: int = 0) -> dict[str, list]:
 def tail_means(backend: Any, layer: int, prompts: list[list[int]], tails: list[list[int]],
                batch_size: int = 32) -> torch.Tensor:
     """[N, H] mean output of decoder `layer` over each row's tail tokens, unsteered."""
-    block = decoder_layers(backend.model)[layer - 1]
-    got: dict[str, torch.Tensor] = {}
-
-    def hook(_m, _a, out):
-        got["h"] = (out[0] if isinstance(out, tuple) else out).float()
-        raise _Stop
-
-    handle = block.register_forward_hook(hook)
-    pad = backend.tokenizer.pad_token_id or 0
+    pad = pad_id(backend.tokenizer)
     rows = []
-    try:
+    with captured(backend.model, [layer], stop=True) as got:
         for s in range(0, len(prompts), batch_size):
             seqs = [p + t for p, t in zip(prompts[s:s + batch_size], tails[s:s + batch_size],
                                           strict=True)]
-            width = max(map(len, seqs))
-            ids = torch.tensor([[pad] * (width - len(q)) + q for q in seqs], device=backend.device)
-            mask = torch.tensor([[0] * (width - len(q)) + [1] * len(q) for q in seqs],
-                                device=backend.device)
-            try:
-                with backend.steered(None):
-                    backend.model(input_ids=ids, attention_mask=mask, use_cache=False,
-                                  position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
-            except _Stop:
-                pass
+            ids, mask, pos = left_pad(seqs, pad, backend.device)
+            with backend.steered(None):
+                forward_until(lambda ids=ids, mask=mask, pos=pos: backend.model(
+                    input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False))
+            width = ids.shape[1]
             for r, t in enumerate(tails[s:s + batch_size]):
-                rows.append(got["h"][r, width - len(t):].mean(0).cpu())
-    finally:
-        handle.remove()
+                rows.append(got[layer][r, width - len(t):].mean(0).cpu())
     return torch.stack(rows)
 
 

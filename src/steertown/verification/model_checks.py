@@ -24,18 +24,18 @@ import torch
 
 from steertown.config import TRAITS, VerificationConfig
 from steertown.inference.backend import GenerationRequest
+from steertown.inference.residual import captured, left_pad, pad_id
 from steertown.steering.contrast_data import load_contrast_data
-from steertown.steering.dose_response import (
+from steertown.storage.run_dir import RunDir, atomic_write_json
+from steertown.verification.check import Check
+from steertown.verification.dose_response import (
     SweepPlan,
     cross_summary,
     run_sweep,
     sweep_coefficients,
 )
-from steertown.steering.hooks import decoder_layers
-from steertown.steering.inrun import inrun_checks, load_run_messages
-from steertown.steering.readouts import NEUTRAL_SYSTEM, Scorer
-from steertown.steering.verify_logged import Check
-from steertown.storage.run_dir import RunDir, atomic_write_json
+from steertown.verification.inrun import inrun_checks, load_run_messages
+from steertown.verification.readouts import NEUTRAL_SYSTEM, Scorer
 
 # Defaults of every threshold and budget knob (reasons in docs/verification.md); a
 # manifest written before a knob existed falls back to them.
@@ -78,27 +78,12 @@ def check_residual(backend: Any, alphas: torch.Tensor) -> Check:
         if not torch.any(alphas[r] != 0):
             zero_ok &= bool(torch.equal(s, p))
     # Every hooked layer, in one steered pass: output before vs after the steering hook.
-    pre: dict[int, torch.Tensor] = {}
-    post: dict[int, torch.Tensor] = {}
-    blocks, handles = decoder_layers(backend.model), []
-    for layer in backend.layers:
-        def grab(store, layer=layer):
-            def hook(_m, _a, out):
-                store[layer] = (out[0] if isinstance(out, tuple) else out).float().cpu()
-            return hook
-        handles.append(blocks[layer - 1].register_forward_hook(grab(pre), prepend=True))
-        handles.append(blocks[layer - 1].register_forward_hook(grab(post)))
-    try:
-        width = max(map(len, seqs))
-        ids = torch.tensor([[0] * (width - len(s)) + s for s in seqs], device=backend.device)
-        mask = (torch.arange(width)[None] >= torch.tensor([width - len(s) for s in seqs])[:, None])
-        mask = mask.long().to(backend.device)
-        with backend.steered(alphas):
-            backend.model(input_ids=ids, attention_mask=mask,
-                          position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
+    ids, mask, pos = left_pad(seqs, pad_id(backend.tokenizer), backend.device)
+    with captured(backend.model, backend.layers, before_steering=True) as pre, \
+            captured(backend.model, backend.layers) as post, backend.steered(alphas):
+        backend.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+    pre = {k: v.cpu() for k, v in pre.items()}
+    post = {k: v.cpu() for k, v in post.items()}
     layer_err = {}
     for layer in backend.layers:
         exp = (alphas @ backend.vectors.steering_matrix(layer))[:, None, :]

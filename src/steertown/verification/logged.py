@@ -7,25 +7,11 @@ model-based checks do that.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import duckdb
 
 from steertown.config import TRAITS
 from steertown.storage.run_dir import RunDir, RunDirError
-
-
-@dataclass
-class Check:
-    name: str
-    passed: bool | None  # None = skipped
-    required: bool
-    figure: str
-    detail: str = ""
-    data: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from steertown.verification.check import Check
 
 
 def logged_checks(run: RunDir, num_files: int = 0, min_variance: float = 1e-4) -> list[Check]:

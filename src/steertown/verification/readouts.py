@@ -20,13 +20,12 @@ Readouts (both on held-out items only, never on the vectors' train pairs):
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import torch
 
+from steertown.inference.residual import added, left_pad, pad_id, right_pad
 from steertown.steering.contrast_data import LikertItem, SituationItem
-from steertown.steering.hooks import decoder_layers
 
 NEUTRAL_SYSTEM = "You are a resident of a small town."
 LIKERT_PROMPT = ("How well does this statement describe you? Answer with one digit from 1 "
@@ -58,31 +57,6 @@ def random_directions(backend: Any, n: int, seed: int = 0) -> dict[str, dict[int
             per_layer[layer] = v / v.norm() * norm
         out[f"R{r}"] = per_layer
     return out
-
-
-@contextmanager
-def _extra_deltas(model: torch.nn.Module, deltas: dict[int, torch.Tensor] | None) -> Iterator[None]:
-    """Temporarily add `deltas[layer]` ([B, H], per row) to the output of each layer."""
-    if not deltas:
-        yield
-        return
-    blocks = decoder_layers(model)
-    handles = []
-
-    def make(d: torch.Tensor):
-        def hook(_m, _a, out):
-            h = out[0] if isinstance(out, tuple) else out
-            h = h + d.to(h.device, h.dtype)[:, None, :]
-            return (h, *out[1:]) if isinstance(out, tuple) else h
-        return hook
-
-    for layer, d in deltas.items():
-        handles.append(blocks[layer - 1].register_forward_hook(make(d)))
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 class Scorer:
@@ -118,11 +92,7 @@ class Scorer:
             yield order[s:s + self.batch_size]
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        pad = self.b.tokenizer.pad_token_id or 0
-        width, dev = max(len(q) for q in seqs), self.b.device
-        ids = torch.tensor([[pad] * (width - len(q)) + q for q in seqs], device=dev)
-        mask = torch.tensor([[0] * (width - len(q)) + [1] * len(q) for q in seqs], device=dev)
-        return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+        return left_pad(seqs, pad_id(self.b.tokenizer), self.b.device)
 
     @torch.no_grad()
     def logprobs(self, seqs: list[list[int]], steers: list[Steer],
@@ -137,7 +107,7 @@ class Scorer:
         for idx in self._batches([len(q) for q in seqs]):
             ids, mask, pos = self._left_pad([seqs[i] for i in idx])
             alphas, extra = self._steering([steers[i] for i in idx])
-            with self.b.steered(alphas), _extra_deltas(model, extra):
+            with self.b.steered(alphas), added(model, extra):
                 h = model.model(input_ids=ids, attention_mask=mask, position_ids=pos,
                                 use_cache=False).last_hidden_state
             self.forward_tokens += ids.numel()
@@ -164,17 +134,16 @@ class Scorer:
             ids, mask, pos = self._left_pad([prompts[i] for i in idx])
             alphas, extra = self._steering([steers[i] for i in idx])
             flat = [t for i in idx for t in tails[i]]  # row r's tails at r*k .. r*k+k-1
-            tw = max(len(t) for t in flat)
-            t_ids = torch.tensor([t + [0] * (tw - len(t)) for t in flat], device=dev)
-            t_mask = torch.tensor([[1] * len(t) + [0] * (tw - len(t)) for t in flat], device=dev)
+            t_ids, t_mask = right_pad(flat, pad_id(self.b.tokenizer), dev)
+            tw = t_ids.shape[1]
             t_pos = pos[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(tw, device=dev)
             rep_extra = {layer: d.repeat_interleave(k, 0) for layer, d in extra.items()}
-            with self.b.steered(alphas), _extra_deltas(model, extra):
+            with self.b.steered(alphas), added(model, extra):
                 o = model.model(input_ids=ids, attention_mask=mask, position_ids=pos,
                                 use_cache=True)
             cache = o.cache if hasattr(o, "cache") else o.past_key_values
             cache.batch_repeat_interleave(k)
-            with self.b.steered(alphas.repeat_interleave(k, 0)), _extra_deltas(model, rep_extra):
+            with self.b.steered(alphas.repeat_interleave(k, 0)), added(model, rep_extra):
                 h = model.model(input_ids=t_ids, position_ids=t_pos, cache=cache, use_cache=True,
                                 attention_mask=torch.cat([mask.repeat_interleave(k, 0), t_mask], 1)
                                 ).last_hidden_state
@@ -188,6 +157,7 @@ class Scorer:
                 tgt = torch.tensor(t, device=dev)[:, None]
                 out[idx[j // k]].append(float(lp.gather(-1, tgt).mean()))
         return out
+
 
 def _reply_ids(backend: Any, text: str) -> list[int]:
     return list(backend.tokenizer(text, add_special_tokens=False)["input_ids"])

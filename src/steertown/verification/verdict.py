@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from steertown.steering.verify_logged import Check, logged_checks
 from steertown.storage.run_dir import RunDir, atomic_write_bytes, atomic_write_json
+from steertown.verification.check import Check
+from steertown.verification.logged import logged_checks
 
 
 def verify_run(run_dir: str | Path, num_files: int = 0, backend=None, vcfg=None) -> dict:
@@ -52,7 +53,7 @@ def model_checks(run: RunDir, manifest: dict, backend, vcfg=None,
     elif getattr(backend, "name", "") == "mock":
         reason = "mock backend has no residual stream"
     else:
-        from steertown.steering.verify_model import run_model_checks
+        from steertown.verification.model_checks import run_model_checks
 
         vcfg = vcfg if vcfg is not None else run_verification_config(manifest)
         try:

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from steertown.steering.contrast_data import load_contrast_data
-from steertown.steering.dose_response import SweepPlan, run_sweep
 from steertown.steering.vectors import load_or_compute
+from steertown.verification.dose_response import SweepPlan, run_sweep
 
 DEFAULT_LAYERS = [8, 12, 16, 20, 24]
 

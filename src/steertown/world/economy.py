@@ -1,0 +1,77 @@
+"""Resources: coins earned by work, energy spent by work and talk, restored by rest.
+
+Every rule is a small deterministic function of the agents' state, so an action's effect
+is the same in a resumed run and testable without a model.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # profile takes its starting values from here
+    from steertown.agents.profile import Agent
+
+START_COINS = 5
+MAX_ENERGY = 10
+START_ENERGY = MAX_ENERGY
+# Coins one WORK earns at a place's job (homes pay least: chores, not a job).
+PAY = {"cafe": 3, "market": 3, "library": 2, "community_center": 2, "park": 2,
+       "town_square": 2}
+HOME_PAY = 1
+ENERGY_COST = {"WORK": 2, "TALK": 1, "HELP": 1, "INVITE": 1}
+REST_GAIN = 4
+HELP_COINS = 2  # what one HELP gives (coins if the helper has them)
+HELP_ENERGY = 2  # ... otherwise energy, if the helper can spare it
+
+
+def pay_at(place: str) -> int:
+    """Coins a WORK earns at `place`."""
+    return PAY.get(place, HOME_PAY)
+
+
+def check_energy(agent: Agent, action_type: str) -> str:
+    """'' if the agent has the energy the action needs, else the failure reason."""
+    need = ENERGY_COST.get(action_type, 0)
+    return "" if agent.energy >= need else f"too tired (energy {agent.energy} < {need})"
+
+
+def spend(agent: Agent, action_type: str) -> None:
+    """Take the action's energy cost."""
+    agent.energy -= ENERGY_COST.get(action_type, 0)
+
+
+def work(agent: Agent, place: str) -> int:
+    """Earn the place's pay (energy already checked); returns the coins earned."""
+    coins = pay_at(place)
+    spend(agent, "WORK")
+    agent.coins += coins
+    agent.earned += coins
+    return coins
+
+
+def rest(agent: Agent) -> int:
+    """Restore energy up to the maximum; returns the energy gained."""
+    gain = min(REST_GAIN, MAX_ENERGY - agent.energy)
+    agent.energy += gain
+    return gain
+
+
+def help_other(helper: Agent, target: Agent) -> tuple[str, int, str]:
+    """Give the target coins, or energy when the helper has no coins to spare.
+
+    Returns (resource, amount, failure reason); amount 0 means nothing was given.
+    """
+    if helper.coins >= HELP_COINS:
+        helper.coins -= HELP_COINS
+        target.coins += HELP_COINS
+        spend(helper, "HELP")
+        return "coins", HELP_COINS, ""
+    spare = helper.energy - ENERGY_COST["HELP"]
+    room = MAX_ENERGY - target.energy
+    amount = min(HELP_ENERGY, spare, room)
+    if amount <= 0:
+        return "energy", 0, "nothing to give"
+    spend(helper, "HELP")
+    helper.energy -= amount
+    target.energy += amount
+    return "energy", amount, ""
