@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("--generate", type=int, default=48, help="situations to generate for")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--met-only", action="store_true", help="only situations with company")
     ap.add_argument("--limit", type=int, default=0, help="situations for the action shares (0 = all)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
@@ -98,10 +99,11 @@ def main() -> None:
     # (1) action probabilities: first option token, steered, temperature as in sampling
     tok = backend.tokenizer
     first = {w: tok(w, add_special_tokens=False)["input_ids"][0]
-             for w in ("Move", "Talk", "Work", "Rest")}
+             for w in ("Move", "Talk", "Work", "Rest", "Help", "Invite", "Accept")}
     probs = collections.defaultdict(list)
     inv = {v: k for k, v in first.items()}
-    pick = sorted(random.Random(args.seed).sample(range(len(reqs)), args.limit or len(reqs)))
+    pool = [i for i in range(len(reqs)) if kinds[i] or not args.met_only]
+    pick = sorted(random.Random(args.seed).sample(pool, min(len(pool), args.limit or len(pool))))
     for r, met in ((reqs[i], kinds[i]) for i in pick):  # one row at a time: no padding
         ids = torch.tensor([backend.prompt_ids(r.system, r.user)])
         with torch.no_grad(), backend.steered([r.steering]):
@@ -116,6 +118,8 @@ def main() -> None:
         print(f"expected action shares ({'someone present' if met else 'alone'}, n={n}): {share}")
     toks = [backend.count_prompt_tokens(r) for r in reqs]
     print(f"mean prompt tokens: {np.mean(toks):.1f}")
+    if not args.generate:
+        return
     # (2) generate free text for a seeded sample of situations
     idx = sorted(random.Random(args.seed).sample(range(len(reqs)), min(args.generate, len(reqs))))
     sample = [reqs[i] for i in idx]

@@ -53,7 +53,8 @@ def main() -> None:
                     "success": acts[m["event_id"]]["success"],
                     "location": loc.name, "description": loc.description, "work": loc.work,
                     "goal": a.goal, "heard": heard.get(loc.name, []),
-                    "tokens_in": m["tokens_in"], "tokens_out": m["tokens_out"]}) + "\n")
+                    "tokens_in": m["tokens_in"], "tokens_out": m["tokens_out"],
+                    "quality": m.get("quality")}) + "\n")
             fh.flush()
             print(f"tick {t}: {time.perf_counter() - t0:.1f}s", flush=True)
 

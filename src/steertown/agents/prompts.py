@@ -20,8 +20,6 @@ ACCEPT_OPTION = "Accept invite"
 ACTION_FORMAT = (
     "Each turn you answer with one line, for example:\n"
     "Talk Ben: Ben, are you coming to the market later?\n"
-    "Help Ben\n"
-    "Invite Ben to park\n"
     "Move park\n"
     "Work: I stack the chairs and sweep the floor.\n"
     "Rest\n"
@@ -86,7 +84,8 @@ def action_prompt(agent: Agent, town: Town, others: list[str], transcript: list[
         lines.append("You remember:\n" + "\n".join(f"- {m}" for m in memories))
     if agent.plan:
         lines.append(f"Your plan: {agent.plan}")
-    lines.append("What do you say or do now?" if others else "What do you do now?")
+    lines.append(f"Do you talk to {' or '.join(others)}, or do something else?" if others
+                 else "What do you do now?")
     return "\n".join(lines)
 
 
