@@ -50,11 +50,43 @@ def parse_prompt(user: str) -> dict:
     return out
 
 
+def cost(backend, cfg, decisions: list[dict], new: list) -> None:
+    """Model seconds and tokens per action, logged prompts (as generated then: old wording,
+    penalty over prompt tokens, no sentence stop) vs the re-rendered ones, alternating."""
+    import time
+
+    from steertown.inference.backend import GenerationRequest
+    from steertown.inference.batching import BatchStats, generate_all
+
+    old = [GenerationRequest(r.request_id, d["system"], d["user"], r.steering, r.max_new_tokens,
+                             r.seed, "action", r.token_caps, True, tuple(d["options"]))
+           for d, r in zip(decisions, new, strict=True)]
+    inf = cfg.inference
+    conds = {"old": (old, True, False), "new": (new, False, True)}
+    totals = {k: [0.0, 0, 0] for k in conds}
+    for rep in range(3):  # rep 0 warms the per-agent prefix caches and is not counted
+        for name, (reqs, penalize, sentence) in conds.items():
+            inf.penalize_prompt_tokens, inf.stop_at_sentence = penalize, sentence
+            t0 = time.perf_counter()
+            out = generate_all(backend, reqs, cfg.optimization.batch_size, BatchStats())
+            if rep:
+                totals[name][0] += time.perf_counter() - t0
+                totals[name][1] += sum(g.tokens_in for g in out)
+                totals[name][2] += sum(g.tokens_out for g in out)
+    for name, (sec, tin, tout) in totals.items():
+        n = 2 * len(decisions)
+        print(f"{name}: {sec / n:.3f} s/action, tokens in {tin / n:.1f}, out {tout / n:.1f}")
+    print(f"new/old seconds ratio: {totals['new'][0] / totals['old'][0]:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("--generate", type=int, default=48, help="situations to generate for")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cost", type=int, default=0,
+                    help="instead: time N logged prompts (old wording and decoding) against the "
+                         "same situations re-rendered (new), alternating, in this process")
     ap.add_argument("--met-only", action="store_true", help="only situations with company")
     ap.add_argument("--limit", type=int, default=0, help="situations for the action shares (0 = all)")
     ap.add_argument("overrides", nargs="*")
@@ -96,6 +128,10 @@ def main() -> None:
                                                     agent.goal, heard[-1] if heard else ""),
                      heard))
         kinds.append(bool(p["others"]))
+    if args.cost:
+        step = max(1, len(reqs) // args.cost)  # spread over the run
+        cost(backend, cfg, decisions[::step][:args.cost], reqs[::step][:args.cost])
+        return
     # (1) action probabilities: first option token, steered, temperature as in sampling
     tok = backend.tokenizer
     first = {w: tok(w, add_special_tokens=False)["input_ids"][0]

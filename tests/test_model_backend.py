@@ -108,6 +108,20 @@ def test_per_row_limits_and_action_line_stop(backend, decoding):
 
 
 @pytest.mark.model
+def test_repetition_penalty_scope(backend, decoding):
+    """inference.penalize_prompt_tokens: the penalty counts the prompt's tokens only when on
+    (greedy, so only the penalty's history can change the tokens)."""
+    decoding.inference.temperature = 0.0
+    decoding.inference.repetition_penalty = 1.5
+    reqs = _requests(max_new=16)
+    decoding.inference.penalize_prompt_tokens = False
+    reply_only = backend.generate_batch(reqs)
+    decoding.inference.penalize_prompt_tokens = True
+    with_prompt = backend.generate_batch(reqs)
+    assert [a.text for a in reply_only] != [b.text for b in with_prompt]
+
+
+@pytest.mark.model
 def test_action_lines_stop_after_one_sentence(backend, decoding):
     """inference.stop_at_sentence: a free-text action line ends with its first full sentence."""
     from steertown.inference.constrained import sentence_done

@@ -63,6 +63,7 @@ def test_too_short(text):
     "You've been making some delicious pizza in the garden tonight.",
     "It is tick 7 and I tend the garden beds.",
     "My plan: I have been thinking about the garden all day.",
+    "I stack the chairs and sweep the floor.",  # the prompt's worked example, copied
 ])
 def test_template_leak(text):
     assert label(text) == "template_leak"

@@ -51,6 +51,10 @@ class InferenceConfig:
     # Action lines stop at the end of their first full sentence (>= 4 words of free text):
     # a 135M model that goes on past one sentence mostly drifts into assistant-speak.
     stop_at_sentence: bool = True
+    # Whether the repetition penalty also counts the prompt's tokens (HF's convention). Off:
+    # counting them penalised every option word the prompt mentions (the example lines), so
+    # the one action word it did not mention won the constrained choice (docs/text_quality.md).
+    penalize_prompt_tokens: bool = False
     # REFLECT 32: a plan is "one or two sentences" and is cut to 300 characters anyway;
     # uncapped reflections ran to 48 tokens and were over half of a run's decode steps.
     max_new_tokens_by_action: dict[str, int] = field(

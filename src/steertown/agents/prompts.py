@@ -17,11 +17,13 @@ ACCEPT_OPTION = "Accept invite"
 # "<place>" and "<what you say>" literally and answers like an assistant. The example sits
 # in the system prompt, which is the per-agent prefix whose KV is cached across ticks.
 # No trait words: the example lines are plain and neutral.
+EXAMPLE_TALK = "Ben, are you coming to the market later?"
+EXAMPLE_WORK = "I stack the chairs and sweep the floor."
 ACTION_FORMAT = (
     "Each turn you answer with one line, for example:\n"
-    "Talk Ben: Ben, are you coming to the market later?\n"
+    f"Talk Ben: {EXAMPLE_TALK}\n"
     "Move park\n"
-    "Work: I stack the chairs and sweep the floor.\n"
+    f"Work: {EXAMPLE_WORK}\n"
     "Rest\n"
     "Say what you say or do yourself, in one short sentence."
 )

@@ -7,8 +7,8 @@ Every action message gets one label at generation time (messages.quality):
                   prefix repeated inside the line)
 - `template_leak` the prompt shows through: placeholders (`<place>`, `[name]`), prompt
                   phrases ("Reply with", "tick 7"), a label before the line ("My plan:
-                  ..."), assistant-speak ("What can I do for you", "your question"), or a
-                  Work line addressed to "you"
+                  ..."), a copy of the prompt's worked example, assistant-speak ("What
+                  can I do for you", "your question"), or a Work line addressed to "you"
 - `too_short`     fewer than MIN_WORDS words after the action prefix
 - `repeat`        (nearly) the same as one of the agent's own earlier lines, or a parrot of
                   a line just heard at the place
@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+from steertown.agents.prompts import EXAMPLE_TALK, EXAMPLE_WORK
 
 LABELS: tuple[str, ...] = ("ok", "garbage", "template_leak", "too_short", "repeat", "unrelated")
 NOT_FREE_TEXT = "none"
@@ -59,6 +61,7 @@ _LEAK_PHRASES = (
     "i'm an ai", "i am an ai", "ai assistant", "let me know if", "feel free to",
     "i hope this helps", "here is a", "here are some", "sure, here", "certainly!",
 )
+EXAMPLES = (EXAMPLE_TALK, EXAMPLE_WORK)  # the persona's worked example lines
 _TICK = re.compile(r"\btick\s*\d+", re.I)
 # A label before the line ("David: ...", "My plan: ...", "4: ..."): the model is writing a
 # form or a script, not speaking.
@@ -102,7 +105,7 @@ def is_template_leak(text: str, action_type: str) -> bool:
     low = text.lower()
     if _PLACEHOLDER.search(text) or _TICK.search(text) or _LABEL_START.match(text):
         return True
-    if any(p in low for p in _LEAK_PHRASES):
+    if any(p in low for p in _LEAK_PHRASES) or is_repeat(text, list(EXAMPLES)):
         return True
     # A Work line says what the agent does; talking to "you" there is the assistant
     # persona answering the prompt, not a townsperson at work.

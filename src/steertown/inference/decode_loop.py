@@ -137,8 +137,9 @@ class DecodeLoop:
         chosen_option = [""] * len(requests)
         option_lp: list[float | None] = [0.0 if t is not None else None for t in tries]
         seen = torch.zeros(len(requests), self.vocab_size, dtype=torch.bool)
-        for i, p in enumerate(prompts):
-            seen[i, p] = True
+        if inf.penalize_prompt_tokens:  # HF's convention; off by default (see InferenceConfig)
+            for i, p in enumerate(prompts):
+                seen[i, p] = True
         stop_reason = ["length"] * len(requests)
         active = list(range(len(requests)))  # batch position -> request index
         t0 = time.perf_counter()
