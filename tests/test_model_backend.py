@@ -122,6 +122,25 @@ def test_repetition_penalty_scope(backend, decoding):
 
 
 @pytest.mark.model
+def test_first_person_work_lines(backend, decoding):
+    """inference.first_person_work: no second-person words after the "Work: I" option."""
+    import re
+
+    you = re.compile(r"\byou(?:r|rs|rself)?\b", re.I)
+    reqs = [GenerationRequest(f"w{i}", "You are a helpful assistant.",
+                              "Greet the user and offer to help them with their question.",
+                              {}, 24, seed=70 + i, kind="action", stop_at_newline=True,
+                              options=("Work: I",)) for i in range(4)]
+    decoding.inference.temperature = 0.8
+    decoding.inference.first_person_work = False
+    free = backend.generate_batch(reqs)
+    decoding.inference.first_person_work = True
+    masked = backend.generate_batch(reqs)
+    assert any(you.search(r.text) for r in free)  # the prompt does draw "you" out
+    assert all(r.text.startswith("Work: I") and not you.search(r.text) for r in masked)
+
+
+@pytest.mark.model
 def test_action_lines_stop_after_one_sentence(backend, decoding):
     """inference.stop_at_sentence: a free-text action line ends with its first full sentence."""
     from steertown.inference.constrained import sentence_done

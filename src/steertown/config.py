@@ -55,6 +55,9 @@ class InferenceConfig:
     # counting them penalised every option word the prompt mentions (the example lines), so
     # the one action word it did not mention won the constrained choice (docs/text_quality.md).
     penalize_prompt_tokens: bool = False
+    # Work lines in the first person: after the "Work: I" option, second-person words are
+    # masked (a 135M chat model otherwise keeps addressing a "you" like an assistant).
+    first_person_work: bool = True
     # REFLECT 32: a plan is "one or two sentences" and is cut to 300 characters anyway;
     # uncapped reflections ran to 48 tokens and were over half of a run's decode steps.
     max_new_tokens_by_action: dict[str, int] = field(

@@ -12,6 +12,7 @@ equals its single-row output whenever the runtime's logits for it are batch-inde
 
 from __future__ import annotations
 
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -37,6 +38,9 @@ class Stepper(Protocol):
         ...
 
 
+_YOU = re.compile(r"you(?:r|rs|rself|rselves|'re|'ve|'ll|'d)?")
+
+
 class DecodeLoop:
     """Base of the real backends: chat prompts, option tries and `generate_batch`.
 
@@ -58,10 +62,22 @@ class DecodeLoop:
         self._tries: dict[tuple[str, ...], OptionTrie] = {}
         self._prompt_cache: OrderedDict[tuple[str, str], list[int]] = OrderedDict()
         self._prefix_ids: dict[str, list[int]] = {}
+        self._you_mask: torch.Tensor | None = None
 
     def _open(self, requests: list[GenerationRequest], prompts: list[list[int]],
               alphas: torch.Tensor) -> tuple[torch.Tensor, Stepper, list[str]]:
         raise NotImplementedError
+
+    def _second_person(self) -> torch.Tensor:
+        """Vocabulary mask of second-person words ("you", " Your", "yourself", ...), built once:
+        a Work line says what the agent does, and "you" there is the assistant talking."""
+        if self._you_mask is None:
+            mask = torch.zeros(self.vocab_size, dtype=torch.bool)
+            for tid in range(min(self.vocab_size, len(self.tokenizer))):
+                if _YOU.fullmatch(self.tokenizer.decode([tid]).strip().lower()):
+                    mask[tid] = True
+            self._you_mask = mask
+        return self._you_mask
 
     def _close(self) -> None:
         """Called after every batch, also on errors (e.g. switch steering off)."""
@@ -153,6 +169,8 @@ class DecodeLoop:
                 for b, i in enumerate(active):
                     if nodes[i] is not None:
                         last[b] = last[b].masked_fill(~tries[i].allowed(nodes[i]), float("-inf"))
+                    elif inf.first_person_work and chosen_option[i].startswith("Work"):
+                        last[b] = last[b].masked_fill(self._second_person(), float("-inf"))
                 chosen = choose_tokens(last, inf.temperature, inf.top_p, [gens[i] for i in active])
                 new_tokens, keep = [], []
                 for b, (i, tok) in enumerate(zip(active, chosen, strict=True)):
