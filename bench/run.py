@@ -1,5 +1,9 @@
 """steertown benchmark: `make bench` (quick, a few minutes), `make bench ARGS=--full`.
 
+On request: `ARGS=--backends` (torch fp32 / torch bf16 / ONNX side by side on the recorded
+action and reflection ticks) and `ARGS="--full-arm --backend onnx"` (the whole fast arm
+end to end); see bench/backends.py. Each writes its own block of bench/RESULTS.md.
+
 A fixed workload (the generation requests of a few ticks of a seeded fast-arm run,
 recorded once to bench/workload.json with `--record`) is replayed through:
 
@@ -20,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -36,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
+from bench.report import BEGIN, END, Table, machine, write_block, write_results  # noqa: E402,F401
 from bench.workload import (  # noqa: E402  (sets the offline environment first)
     Ticks,
     fast_config,
@@ -52,41 +55,27 @@ from steertown.config import RunConfig  # noqa: E402
 
 WORKLOAD = ROOT / "bench" / "workload.json"
 RESULTS = ROOT / "bench" / "RESULTS.md"
-BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-
-
-# ----- the benchmark -------------------------------------------------------------------
-class Table:
-    """Rows of (section, name, seconds, ratio, note); printed and written as markdown."""
-
-    COLUMNS = ("section", "measurement", "seconds", "ratio", "note")
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-
-    def add(self, section: str, name: str, seconds: float | None, ratio: float | None = None,
-            note: str = "") -> None:
-        row = {"section": section, "measurement": name,
-               "seconds": None if seconds is None else round(seconds, 3),
-               "ratio": None if ratio is None else round(ratio, 2), "note": note}
-        self.rows.append(row)
-        print(f"  {section:<10} {name:<46} "
-              f"{'' if seconds is None else f'{seconds:9.2f}s'} "
-              f"{'' if ratio is None else f'x{ratio:6.2f}'}  {note}", flush=True)
-
-    def markdown(self) -> str:
-        out = ["| " + " | ".join(self.COLUMNS) + " |", "|" + "---|" * len(self.COLUMNS)]
-        for r in self.rows:
-            cells = [r["section"], r["measurement"],
-                     "" if r["seconds"] is None else f"{r['seconds']:.2f}",
-                     "" if r["ratio"] is None else f"{r['ratio']:.2f}x", r["note"]]
-            out.append("| " + " | ".join(cells) + " |")
-        return "\n".join(out)
 
 
 def same(a: dict[str, str], b: dict[str, str]) -> str:
     n = sum(a[k] == b.get(k) for k in a)
     return f"{n}/{len(a)} outputs identical"
+
+
+def batched_vs_sequential(backend, ticks: Ticks, batch_size: int, reps: int = 1) -> dict[str, Any]:
+    """The exactness check: every request alone (batch size 1) vs in batches, same requests.
+
+    Alternated and repeated, best time of each: load that comes and goes hits both sides.
+    `identical` counts requests whose text is the same both ways.
+    """
+    t_s = t_b = float("inf")
+    for _ in range(reps):
+        seq, t, _ = replay(backend, ticks, 1)
+        t_s = min(t_s, t)
+        bat, t, _ = replay(backend, ticks, batch_size)
+        t_b = min(t_b, t)
+    return {"requests": len(seq), "identical": sum(seq[k] == bat.get(k) for k in seq),
+            "seq_seconds": t_s, "batched_seconds": t_b, "sequential": seq, "batched": bat}
 
 
 def bench_replay(table: Table, backend, cfg: RunConfig, ticks: Ticks, seq_ticks: Ticks,
@@ -98,17 +87,13 @@ def bench_replay(table: Table, backend, cfg: RunConfig, ticks: Ticks, seq_ticks:
     batched, t_b, tok_b = replay(backend, ticks, cfg.optimization.batch_size)
     table.add("engine", f"batched (bs {cfg.optimization.batch_size}), {n_req} requests", t_b, 1.0,
               f"{tok_b} tokens, {tok_b / t_b:.1f} tok/s")
-    # Alternated and repeated, best of each: load that comes and goes hits both sides.
-    t_s = t_bs = float("inf")
-    for _ in range(2 if real else 1):
-        seq, t, _ = replay(backend, seq_ticks, 1)
-        t_s = min(t_s, t)
-        sub, t, _ = replay(backend, seq_ticks, cfg.optimization.batch_size)
-        t_bs = min(t_bs, t)
-    n_seq = sum(len(t) for t in seq_ticks)
-    exact = all(seq[k] == sub[k] for k in seq)
-    table.add("engine", f"sequential (bs 1), {n_seq} requests", t_s, t_s / t_bs,
-              f"ratio = seq/batched (best of alternated runs), same requests; {same(seq, sub)}")
+    check = batched_vs_sequential(backend, seq_ticks, cfg.optimization.batch_size,
+                                  2 if real else 1)
+    exact = check["identical"] == check["requests"]
+    table.add("engine", f"sequential (bs 1), {check['requests']} requests", check["seq_seconds"],
+              check["seq_seconds"] / check["batched_seconds"],
+              f"ratio = seq/batched (best of alternated runs), same requests; "
+              f"{check['identical']}/{check['requests']} outputs identical")
     facts: dict[str, Any] = {"batched_equals_sequential": exact, "batched": batched}
     if real:
         # (1) the model's ceiling.
@@ -251,34 +236,6 @@ def bench_scaling(table: Table, cfg_for: Callable[[list[str]], RunConfig], backe
                   f"{rss[-1]:.0f} MB")
 
 
-def machine() -> dict[str, str]:
-    import importlib.metadata as md
-
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    out = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "cpu": cpu,
-           "nproc": str(os.cpu_count()), "load_avg_1_5_15": " ".join(
-               f"{x:.1f}" for x in os.getloadavg()), "python": platform.python_version()}
-    for pkg in ("torch", "transformers", "sentence-transformers"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    try:
-        import torch
-
-        out["torch_threads"] = str(torch.get_num_threads())
-    except ImportError:
-        pass
-    return out
-
-
 def run_bench(mode: str = "quick", model: str | None = None, workload: Path = WORKLOAD,
               results: Path | None = RESULTS, record_ticks: int = 5,
               overrides: list[str] | None = None) -> dict[str, Any]:
@@ -341,25 +298,46 @@ def run_bench(mode: str = "quick", model: str | None = None, workload: Path = WO
     return out
 
 
-def write_results(path: Path, out: dict[str, Any]) -> None:
-    """Replace the measured block of RESULTS.md (text outside the markers is kept)."""
-    info = out["machine"]
-    block = "\n".join([
-        BEGIN,
-        f"Last `bench/run.py` ({out['mode']}) run: {info['date']}",
-        "",
-        "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items() if k != "date"),
-        "",
-        f"Batched outputs equal sequential outputs: **{out['batched_equals_sequential']}**",
-        "",
-        out["markdown"],
-        END])
-    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+def run_backends(args: argparse.Namespace) -> int:
+    """`--backends`: backends side by side on the recorded action and reflection ticks."""
+    from bench.backends import compare
+
+    cfg = fast_config(args.set)
+    info = machine()
+    table = Table()
+    facts = compare(table, cfg, load_workload(args.workload), reps=2)
+    info = {**machine(), "date": info["date"]}
+    if not args.no_write:
+        write_block(RESULTS, "backends", "Backends on the recorded workload (bench/run.py "
+                    "--backends)", info, table.markdown())
+    print(table.markdown())
+    print(json.dumps(facts, indent=1))
+    return 0
+
+
+def run_full_arm(args: argparse.Namespace) -> int:
+    """`--full-arm`: the whole fast arm end to end on one backend."""
+    from bench.backends import full_arm
+    from steertown.inference import get_backend
+
+    over = [f"model.backend={args.backend}"] + ([f"model.dtype={args.dtype}"] if args.dtype
+                                                 else []) + args.set
+    cfg = fast_config(over)
+    info = machine()
+    t0 = time.perf_counter()
+    backend = get_backend(cfg)
+    table = Table()
+    label = f"{args.backend} {backend.describe().get('dtype')}"
+    table.add("setup", f"load {label} (excluded below)", time.perf_counter() - t0)
+    out = full_arm(table, cfg, backend, label)
+    info = {**machine(), "date": info["date"]}
+    if not args.no_write:
+        write_block(RESULTS, f"full-arm-{args.backend}-{backend.describe().get('dtype')}",
+                    f"Full fast arm, {label} (bench/run.py --full-arm --backend {args.backend})",
+                    info, table.markdown())
+    print(table.markdown())
+    print(json.dumps(out, indent=1))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -367,6 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--full", action="store_true", help="every measurement (tens of minutes)")
     g.add_argument("--tiny", action="store_true", help="mock backend, seconds (tests)")
+    g.add_argument("--backends", action="store_true",
+                   help="torch fp32 vs torch bf16 vs onnx on the recorded action/reflection ticks")
+    g.add_argument("--full-arm", action="store_true",
+                   help="the whole fast arm (200 ticks) end to end on --backend (long)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"],
+                   help="model.backend for --full-arm (default torch)")
+    p.add_argument("--dtype", default=None, help="model.dtype for --full-arm (default: auto)")
     p.add_argument("--model", default=None, help="model config group (default: the arm's)")
     p.add_argument("--record", type=int, default=0, metavar="TICKS",
                    help="re-record the workload from TICKS ticks of a seeded run first")
@@ -379,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads_child:
         threads_child(args.threads_child, args.model)
         return 0
+    if args.backends:
+        return run_backends(args)
+    if args.full_arm:
+        return run_full_arm(args)
     if args.record:
         args.workload.unlink(missing_ok=True)
     mode = "full" if args.full else "tiny" if args.tiny else "quick"

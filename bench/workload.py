@@ -165,8 +165,11 @@ class TimedEmbedder:
 
 
 def simulate(cfg: RunConfig, backend, embedder, ticks: int, run_dir: Path,
-             checkpoint_every: int = 10) -> dict[str, Any]:
-    """Whole ticks with per-stage timers; writes parquet ticks and checkpoints like a run."""
+             checkpoint_every: int = 10, progress=None) -> dict[str, Any]:
+    """Whole ticks with per-stage timers; writes parquet ticks and checkpoints like a run.
+
+    `progress(tick, row)` is called after each tick with its timings (for long runs).
+    """
     from steertown.sim.checkpoint import save_checkpoint
     from steertown.sim.engine import Simulation
     from steertown.storage.run_dir import RunDir
@@ -178,12 +181,16 @@ def simulate(cfg: RunConfig, backend, embedder, ticks: int, run_dir: Path,
     emb.seconds = 0.0
     stages = {"model": 0.0, "embedding": 0.0, "tick other": 0.0, "parquet": 0.0,
               "checkpoint": 0.0}
-    rss, events, requests = [], 0, 0
+    rss, events, requests, per_tick = [], 0, 0, []
     t_all = time.perf_counter()
     for t in range(1, ticks + 1):
         e0 = emb.seconds
+        t_tick = time.perf_counter()
         res = sim.run_tick(t)
         row = res.ticks[0]
+        per_tick.append({"tick": t, "seconds": time.perf_counter() - t_tick,
+                         "model_seconds": row["model_seconds"], "events": row["events"],
+                         "reflections": row["reflections"], "tokens_out": row["tokens_out"]})
         stages["model"] += row["model_seconds"]
         stages["embedding"] += emb.seconds - e0
         stages["tick other"] += row["other_seconds"] - (emb.seconds - e0)
@@ -197,6 +204,8 @@ def simulate(cfg: RunConfig, backend, embedder, ticks: int, run_dir: Path,
             save_checkpoint(sim, run, 3)
             stages["checkpoint"] += time.perf_counter() - t0
         rss.append(current_rss_mb())
+        if progress is not None:
+            progress(t, per_tick[-1])
     total = time.perf_counter() - t_all
     return {"seconds": total, "stages": stages, "events": events, "requests": requests,
-            "rss_mb": rss, "ticks": ticks}
+            "rss_mb": rss, "ticks": ticks, "per_tick": per_tick}

@@ -69,6 +69,8 @@ def override_problem(overrides: list[str], conf: Path = CONF) -> str | None:
             if not (group.startswith("hydra") or o.is_add() or group in known
                     or any(k.startswith(group + ".") or group.startswith(k + ".")
                            for k in known)):
+                if group.startswith("steering.agents."):  # a mapping Hydra cannot extend
+                    return f"{group}: per-agent coefficients are new keys; write +{group}=VALUE"
                 return f"{group}: unknown key; see conf/config.yaml for the keys"
             continue
         values = o.value()

@@ -2,6 +2,7 @@
 comparison of the arms.
 
     python flows/study.py --arms fast small --seeds 1 2 [--override steps=20 ...]
+        [--modes vectors placebo prompt off]
         [--workers 2 | --address tcp://host:8786 | --gpus 4] [--start-server]
 
 Every cell is composed exactly as `python flows/run.py -m +arm=fast,small seed=1,2 ...`
@@ -11,6 +12,11 @@ under the study. A worker process loads the model once and reuses it for every r
 gets. Parallel task runners need a real Prefect server (`make ui`, or `--start-server`),
 never the per-process temporary one. Re-running the same study resumes it: complete
 runs are skipped, interrupted ones continue from their last checkpoint.
+
+With `--modes`, every arm x seed also runs in each steering mode, and the comparison
+adds the effect of steering (`vectors`) against each control mode, paired by seed
+(analysis.study; an offline HTML report under `reports/studies/<name>/effects/`). The
+study is one MLflow parent run with its runs nested under it and the effects as metrics.
 """
 
 from __future__ import annotations
@@ -88,6 +94,20 @@ def compare_arms(arms: list[str], run_ids: list[str], tracking_uri: str, out_dir
     return str(compare_runs(arms, run_ids, tracking_uri, Path(out_dir)))
 
 
+@task(name="track_study", cache_policy=NO_CACHE)
+def track_study(uri: str, experiment: str, name: str, params: dict, run_ids: list[str],
+                out_dir: str) -> str:
+    """The study's parent MLflow run, its runs nested under it, effect sizes as metrics."""
+    import json
+
+    from steertown.analysis.study import effect_metrics
+    from steertown.tracking import track_study as record
+
+    effects = Path(out_dir) / "effects" / "effects.json"
+    metrics = effect_metrics(json.loads(effects.read_text())) if effects.is_file() else {}
+    return record(uri, experiment, name, params, run_ids, metrics, [out_dir])
+
+
 @flow(name="steertown-study")
 def study_flow(arms: list[str], seeds: list[int], overrides: list[str] | None = None,
                name: str | None = None) -> dict:
@@ -124,6 +144,10 @@ def study_flow(arms: list[str], seeds: list[int], overrides: list[str] | None = 
         create_markdown_artifact(Path(comparison).read_text(), key=_key(f"study-{name}"),
                                  description=f"{len(done)} runs of {', '.join(arms)}")
         say(f"Comparison: {comparison}")
+        parent = track_study(uri, first.tracking.experiment, name,
+                             {"arms": arms, "seeds": seeds, "overrides": list(overrides or [])},
+                             done, str(out_dir))
+        say(f"MLflow parent run of the study: {parent}")
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(run_ids)} runs failed: "
                            + "; ".join(f"{rid} {runs[rid]}" for rid in failed))
@@ -146,7 +170,7 @@ def gpu_cluster(num_gpus: int, workers_per_gpu: int = 1):
     (CUDA_VISIBLE_DEVICES), so each loads its own model replica once."""
     from distributed import Nanny, Scheduler, SpecCluster
 
-    from steertown.sharding import gpu_worker_envs
+    from steertown.inference.sharding import gpu_worker_envs
 
     workers = {f"gpu-{i}": {"cls": Nanny, "options": {"nthreads": 1, "env": env,
                                                       "host": "127.0.0.1"}}
@@ -242,6 +266,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seeds", nargs="+", type=int, required=True, help="replicate seeds")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="Hydra override for every run (repeatable; a,b sweeps like -m)")
+    p.add_argument("--modes", nargs="+", metavar="MODE",
+                   help="steering modes, each arm x seed runs in each (vectors prompt placebo "
+                        "off); the report gives steering's effect against each control")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
     p.add_argument("--address", help="scheduler of an existing Dask cluster (tcp://host:8786)")
     p.add_argument("--gpus", type=int, default=0, help="one worker per GPU (CUDA_VISIBLE_DEVICES)")
@@ -273,6 +300,8 @@ def preflight(args: argparse.Namespace) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.modes:  # a mode sweep is one more swept override (Hydra's a,b syntax)
+        args.override = [*args.override, f"steering.mode={','.join(args.modes)}"]
     try:
         configs = preflight(args)
     except ConfigError as e:

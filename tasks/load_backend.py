@@ -9,6 +9,7 @@ from steertown.config import load_config
 from steertown.console import say
 from steertown.inference import get_backend, get_embedder
 from steertown.preflight import format_findings, preflight
+from steertown.steering.modes import placebo_seed, steering_record
 from steertown.storage.run_dir import RunDir
 
 
@@ -21,5 +22,8 @@ def load_backend(config: dict, run_dir: str) -> dict:
     findings = preflight(cfg, backend)
     say(format_findings(findings))
     model = backend.describe()
-    RunDir(run_dir).update_manifest(model=model, preflight=findings)
+    steering = steering_record(cfg.steering.mode, model.get("vector_id"),
+                               placebo_seed(cfg.seed))
+    model["vector_id"] = steering["vector_id"]  # what this run's rows were steered with
+    RunDir(run_dir).update_manifest(model=model, preflight=findings, steering=steering)
     return model

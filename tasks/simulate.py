@@ -28,7 +28,8 @@ def simulate_chunk(config: dict, run_dir: str, start: int, end: int) -> list[dic
 
     def on_tick(result) -> None:
         view.on_tick(result)
-        rows.extend(result.ticks)
+        # Society metrics ride along with the tick's row (one row each per tick).
+        rows.extend({**s, **t} for t, s in zip(result.ticks, result.society, strict=False))
 
     run_chunk(cfg, run_dir, start, end, backend, embedder, on_tick)
     return rows

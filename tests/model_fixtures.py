@@ -25,6 +25,9 @@ def real_cfg(**inference):
     # One thread: test suites run side by side on 2 cores, and oversubscribed OpenMP
     # threads spin (measured 1.6 s with 1 thread vs 5.8-52 s with 2 under load).
     cfg.model.num_threads = 1
+    # The exactness guarantees under test (batch == single, resume) are float32's;
+    # dtype auto would pick bfloat16 on CPUs with AMX / AVX-512 BF16.
+    cfg.model.dtype = "float32"
     for k, v in inference.items():
         setattr(cfg.inference, k, v)
     return cfg

@@ -163,3 +163,11 @@ def test_a_new_arm_file_works_without_code_edits(tmp_path):
     r = run_cli("-cp", str(conf), "+arm=nope")
     assert r.returncode == 2
     assert "allowed: fast | medium | small | tiny" in r.stderr  # what is on disk
+    # a model file too: a new conf/model/<name>.yaml picks a backend by its `name` key
+    (conf / "model" / "quick.yaml").write_text(
+        (conf / "model" / "mock.yaml").read_text().replace("num_threads: 0", "num_threads: 1"))
+    r = run_cli("-cp", str(conf), "+arm=tiny", "model=quick", "--cfg", "job")
+    assert r.returncode == 0, r.stderr
+    assert load_config(yaml.safe_load(r.stdout)).model.num_threads == 1
+    r = run_cli("-cp", str(conf), "+arm=tiny", "model=nope")
+    assert r.returncode == 2 and "allowed: mock | quick | smollm2" in r.stderr

@@ -149,7 +149,7 @@ def test_steering_reaches_the_backend_and_is_logged():
 
 
 def test_steering_disabled_logs_zero_alphas():
-    sim = make_sim(steering={"enabled": False, "coefficients": {"E": 0.5}})
+    sim = make_sim(steering={"mode": "off", "coefficients": {"E": 0.5}})
     rows = sim.run_tick(1).messages
     assert rows and all(r[f"alpha_{t}"] == 0.0 for r in rows for t in TRAITS)
 

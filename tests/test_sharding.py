@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
 import threading
 
@@ -10,7 +12,7 @@ import pytest
 from steertown.inference.backend import GenerationRequest
 from steertown.inference.batching import generate_all
 from steertown.inference.mock import MockBackend
-from steertown.sharding import (
+from steertown.inference.sharding import (
     POLICIES,
     ShardedBackend,
     ShardingError,
@@ -21,6 +23,12 @@ from steertown.sharding import (
     plan_replicas,
     split_indices,
 )
+
+
+def _rows(results) -> list[tuple]:
+    """Results as comparable tuples (NaN log-probabilities of free replies compare equal)."""
+    return [tuple("nan" if isinstance(v, float) and math.isnan(v) else v
+                  for v in dataclasses.astuple(r)) for r in results]
 
 
 def _requests(n: int, seed: int = 0) -> list[GenerationRequest]:
@@ -64,7 +72,7 @@ def test_sharded_equals_single(policy, replicas):
     reps = [RecordingMock([16], f"cuda:{i}") for i in range(replicas)]
     sharded = ShardedBackend(reps, policy)
     got = sharded.generate_batch(reqs)
-    assert got == single
+    assert _rows(got) == _rows(single)
     assert sorted(i for r in reps for i in r.seen) == sorted(r.request_id for r in reqs)
     assert all(r.seen for r in reps)  # every replica did work
     sharded.close()
@@ -76,7 +84,7 @@ def test_sharded_through_batcher_and_small_batches():
     single = generate_all(MockBackend([12, 16]), reqs, batch_size=16)
     for batch_size in (1, 2, 7, 16, 64):
         sharded = ShardedBackend([MockBackend([12, 16]) for _ in range(4)], "contiguous")
-        assert generate_all(sharded, reqs, batch_size) == single
+        assert _rows(generate_all(sharded, reqs, batch_size)) == _rows(single)
         assert sharded.generate_batch([]) == []
         sharded.close()
 
@@ -150,3 +158,44 @@ def test_plan_replicas_and_worker_envs():
     assert gpu_worker_envs(2) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
     assert [e["CUDA_VISIBLE_DEVICES"] for e in gpu_worker_envs(2, 2)] == ["0", "0", "1", "1"]
     assert assign_runs(["a", "b", "c"], 2) == [["a", "c"], ["b"]]
+
+
+@pytest.mark.model
+def test_sharded_real_replicas_give_verification_what_it_needs():
+    """Two real CPU replicas: generation equals one replica's, and what verification and
+    preflight read (traits, vectors, prompt_ids, hidden_at, steered, describe) works
+    through the sharded backend, from its first replica."""
+    import torch
+    from model_fixtures import real_cfg, shared_backend
+
+    from steertown.inference.transformers_backend import TransformersBackend
+    from steertown.preflight import preflight
+
+    one = shared_backend()
+    sharded = ShardedBackend([one, TransformersBackend(real_cfg())], "round_robin")
+    try:
+        reqs = [GenerationRequest(f"r{i}", "You are Ada, who lives in town.",
+                                  f"It is morning at the {place}. What do you do next?",
+                                  {"E": e, "N": -e}, max_new_tokens=6, seed=100 + i)
+                for i, (place, e) in enumerate([("cafe", 1.0), ("park", -1.0),
+                                                ("library", 0.5), ("square", 0.0)])]
+        got = sharded.generate_batch(reqs)
+        want = one.generate_batch(reqs)
+        assert [(g.text, g.tokens_out) for g in got] == [(w.text, w.tokens_out) for w in want]
+        assert sharded.traits == one.traits and sharded.vectors is one.vectors
+        ids = sharded.prompt_ids("You are Ada.", "Say hello.")
+        assert ids == one.prompt_ids("You are Ada.", "Say hello.")
+        alphas = [{"E": 2.0}]
+        with sharded.steered(None):  # the verification's context manager, unsteered
+            plain = sharded.hidden_at(16, [ids])[0]
+        steered = sharded.hidden_at(16, [ids], alphas)[0]
+        # layer 16's output moved by exactly 2 * v_E at every position (the hook's addition)
+        v_e = one.vectors.steering_matrix(16)[one.traits.index("E")].float()
+        torch.testing.assert_close(steered - plain, (2.0 * v_e).expand_as(plain),
+                                   rtol=1e-4, atol=1e-3)
+        d = sharded.describe()
+        assert d["replicas"] == 2 and d["dtype"] == "float32"
+        found = {f["check"]: f for f in preflight(one.cfg, sharded)}
+        assert found["device"]["status"] == "ok" and "model on cpu" in found["device"]["detail"]
+    finally:
+        sharded.close()

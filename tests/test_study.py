@@ -265,3 +265,40 @@ def test_gpu_cluster_pins_one_gpu_per_worker():
         client.wait_for_workers(2, timeout=60)
         seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
     assert sorted(seen.values()) == ["0", "1"]
+
+
+@pytest.mark.slow
+def test_study_of_modes_on_dask_gives_paired_effects_and_a_parent_mlflow_run(prefect_api,
+                                                                             tmp_path):
+    """2 modes x 2 seeds on the mock through Dask: effects paired by seed, nested in MLflow."""
+    overrides = ["model=mock", "memory.embedder=hashing", "steps=6", "population=10",
+                 "checkpoint_every=3", "max_events_per_tick=8", "live=false", "color=false",
+                 "steering.spread=0.8", f"storage_dir={tmp_path / 'dumps'}",
+                 f"reports_dir={tmp_path / 'reports'}",
+                 f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    env = _isolated_env(tmp_path, PREFECT_API_URL=prefect_api)
+    argv = [PY, str(ROOT / "flows/study.py"), "--arms", "fast", "--modes", "vectors", "placebo",
+            "--seeds", "1", "2", "--workers", "2", "--name", "mode-study",
+            *sum((["--override", o] for o in overrides), [])]
+    p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=480, cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    out = tmp_path / "reports" / "studies" / "mode-study"
+    effects = json.loads((out / "effects" / "effects.json").read_text())
+    assert sorted((r["mode"], r["seed"]) for r in effects["runs"]) == [
+        ("placebo", 1), ("placebo", 2), ("vectors", 1), ("vectors", 2)]
+    talk = next(r for r in effects["effects"] if (r["control"], r["trait"], r["measure"])
+                == ("placebo", "E", "p_talk"))
+    assert talk["n"] == 2 and talk["seeds"] == [1, 2] and talk["ci_low"] is not None
+    assert "Effects of steering against each control" in (out / "comparison.md").read_text()
+    assert "fast/vectors" in (out / "comparison.md").read_text()
+    assert (out / "effects" / "index.html").is_file()
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    (parent,) = [r for r in runs if r.data.tags.get("study_parent") == "true"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 4 and parent.data.tags["study_name"] == "mode-study"
+    assert {c.data.tags["steering_mode"] for c in children} == {"vectors", "placebo"}
+    assert "effect.fast.placebo.E.p_talk" in parent.data.metrics

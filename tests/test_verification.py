@@ -45,14 +45,17 @@ def test_logged_checks_pass_on_a_steered_run(tmp_path):
     run = build_run(tmp_path)
     report = verify_run(run)
     checks = _by_name(report)
-    assert report["verdict"] == "PASS"
     for name in ("logged.present", "logged.variation", "logged.diversity"):
         assert checks[name]["passed"] is True and checks[name]["required"]
     assert checks["model"]["passed"] is None  # no backend: skipped with the reason
     assert "no model backend" in checks["model"]["detail"]
+    # Logging alone never reads as PASS: without the model checks the run is unverified.
+    assert report["verdict"] == "NOT VERIFIED"
     saved = json.loads((run / "verification" / "report.json").read_text())
-    assert saved["verdict"] == "PASS"
-    assert "Verdict: PASS" in (run / "verification" / "report.md").read_text()
+    assert saved["verdict"] == "NOT VERIFIED"
+    assert "Verdict: NOT VERIFIED" in (run / "verification" / "report.md").read_text()
+    from steertown.verification import format_line
+    assert format_line(checks["model"]).startswith("- NOT VERIFIED: model")
 
 
 def test_logged_checks_fail_when_steering_is_constant(tmp_path):
@@ -64,6 +67,53 @@ def test_logged_checks_fail_when_steering_is_constant(tmp_path):
     assert checks["logged.variation"]["passed"] is False
     assert checks["logged.diversity"]["passed"] is False
     assert checks["logged.nonzero_share"]["passed"] is False
+
+
+def test_logged_checks_require_every_steered_trait_to_vary(tmp_path):
+    run = build_run(tmp_path)
+
+    def constant_c(t):  # C steered at 0.3 for everyone, the other traits still vary
+        i = t.schema.get_field_index("alpha_C")
+        return t.set_column(i, t.schema.field(i), pa.array([0.3] * t.num_rows, pa.float64()))
+
+    _rewrite_messages(run, constant_c)
+    checks = _by_name(verify_run(run))
+    assert checks["logged.variation"]["passed"] is False
+    assert "constant: C" in checks["logged.variation"]["detail"]
+    assert checks["logged.diversity"]["passed"] is False
+
+
+def test_verification_config_rejects_vacuous_controls():
+    from steertown.config import ConfigError, load_config
+
+    for key in ("random_directions", "control_items"):
+        with pytest.raises(ConfigError, match=f"verification.{key}"):
+            load_config({"verification": {key: 0}})
+    v = VerificationConfig()
+    assert v.random_directions >= 8 and v.min_margin_slope > 0
+
+
+def test_verify_refuses_a_backend_that_does_not_match_the_manifest(tmp_path):
+    from steertown.verification.verdict import BackendMismatchError, check_backend_matches
+
+    class Loaded:
+        name = "transformers"
+
+        def describe(self):
+            return {"backend": "transformers", "model_id": "m", "vector_id": "v2",
+                    "dtype": "float32", "layers": [16]}
+
+    manifest = {"model": {"backend": "transformers", "model_id": "m", "vector_id": "v1",
+                          "dtype": "float32", "layers": [16]}}
+    with pytest.raises(BackendMismatchError, match="vector_id 'v1' \\(run\\) != 'v2'"):
+        check_backend_matches(manifest, Loaded())
+    manifest["model"]["vector_id"] = "v2"
+    check_backend_matches(manifest, Loaded())  # same: accepted
+    run = build_run(tmp_path)
+    RunDir(run).update_manifest(model={**manifest["model"], "dtype": "bfloat16"})
+    with pytest.raises(BackendMismatchError, match="dtype"):
+        verify_run(run, backend=Loaded())
+    assert not (run / "verification" / "report.json").exists()  # refused, nothing written
 
 
 def test_logged_checks_fail_when_alphas_are_missing(tmp_path):
@@ -84,6 +134,9 @@ def test_mock_backend_skips_model_checks(tmp_path):
 def test_model_checks_that_crash_fail_the_verdict_with_the_reason(tmp_path):
     class Broken:
         name = "transformers"
+
+        def describe(self):  # matches the synthetic manifest, so the checks start
+            return {"backend": "mock"}
 
         @property
         def traits(self):
@@ -141,6 +194,7 @@ def _fake_sweep(slope: float, random: list[float], rho_sign: float = 1.0) -> Swe
     (0.5, [0.05, -0.1], 1.0, True),  # strong, specific: pass
     (0.5, [0.6, -0.1], 1.0, False),  # a random direction moves the readout as much: fail
     (0.5, [0.05], -1.0, False),  # steering moves the readout the wrong way: fail
+    (0.5, [0.0], -1.0, False),  # reversed, and the random slope is exactly 0: still fail
 ])
 def test_dose_threshold_pass_and_fail(slope, random, sign, ok):
     res = _fake_sweep(slope, random, sign)
@@ -211,6 +265,7 @@ def test_dose_response_direction_on_the_real_model(backend):
 @pytest.mark.model
 def test_verify_run_with_the_model_small_budget(tmp_path, backend):
     run = build_run(tmp_path)
+    RunDir(run).update_manifest(model=backend.describe())  # as the flow records it
     report = verify_run(run, backend=backend, vcfg=small_vcfg())
     checks = _by_name(report)
     assert checks["mechanistic.residual"]["passed"] and checks["mechanistic.residual"]["required"]
@@ -220,6 +275,11 @@ def test_verify_run_with_the_model_small_budget(tmp_path, backend):
         assert f"dose.likert.{t}" in checks and not checks[f"dose.likert.{t}"]["required"]
         assert "inrun." + t in checks  # informative with 4 agents
     assert "control.coherence" in checks and "control.random_directions" in checks
+    # The synthetic run logged no decisions: the required in-situ check cannot run, so
+    # the run is NOT VERIFIED (never PASS) even if everything else passed.
+    assert checks["decisions"]["passed"] is None and checks["decisions"]["required"]
+    assert report["verdict"] in ("NOT VERIFIED", "FAIL")
+    assert "text.E" in checks and "text.agreement" in checks  # the MiniLM measure ran
     assert checks["dose.margin.E"]["data"]["slope"] > 0
     for line in (run / "verification" / "report.md").read_text().splitlines():
         if line.startswith("| "):  # figures contain |x|: escaped, so 4 columns stay 4
@@ -257,3 +317,18 @@ def test_sweep_layers_cli_writes_table_and_json(tmp_path, capsys):
     assert result["rows"][0]["slope"] > 0
     assert "| E | 16 |" in out.with_suffix(".md").read_text()
     assert "best:" in capsys.readouterr().out
+
+
+def test_dependencies_point_one_way():
+    """verification/ uses steering/ and inference/; neither imports verification/."""
+    import ast
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "steertown"
+    for pkg in ("steering", "inference"):
+        for f in (src / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(f.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                assert not any(n.startswith("steertown.verification") for n in names), \
+                    f"{f.relative_to(src)} imports verification"

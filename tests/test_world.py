@@ -220,3 +220,18 @@ def test_move_to_a_home_picks_the_full_name():
     town = Town(num_homes=12)
     assert parse_action("Move home_10", [], town).target == "home_10"
     assert parse_action("Move home_1", [], town).target == "home_1"
+
+
+def test_options_follow_energy_and_company():
+    _, _, _, town = world()
+    a = agent(0, location="park")
+    full = action_options(a, town, ["Ben"])
+    assert {"Talk Ben:", "Help Ben", "Invite Ben to park", "Work:", "Rest"} <= set(full)
+    a.energy = 1
+    tired = action_options(a, town, ["Ben"])
+    assert "Work:" not in tired and "Talk Ben:" in tired
+    a.energy = 0
+    assert not any(o.startswith(("Talk", "Help", "Invite", "Work")) for o in
+                   action_options(a, town, ["Ben"]))
+    assert "The job here is to tend the community garden (2 coins)" in action_prompt(
+        a, town, [], [], [], 1)

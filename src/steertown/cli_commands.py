@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from steertown import cli_experiments
+
 
 @dataclass(frozen=True)
 class Command:
@@ -226,4 +228,6 @@ COMMANDS: tuple[Command, ...] = (
             _doctor_args, _doctor),
     Command("sweep-layers", "find the layers where each trait vector steers best (dose-response)",
             _sweep_layers_args, _sweep_layers),
+    Command("fork", cli_experiments.FORK_HELP, cli_experiments.fork_args, cli_experiments.fork),
+    Command("diff", cli_experiments.DIFF_HELP, cli_experiments.diff_args, cli_experiments.diff),
 )

@@ -23,6 +23,9 @@ TRAITS: tuple[str, ...] = ("E", "A", "C", "O", "N")
 ARM_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 MODELS: tuple[str, ...] = ("smollm2", "mock", "hf")
 ACTION_TYPES: tuple[str, ...] = ("MOVE", "TALK", "WORK", "REST", "REFLECT")
+# How agents' coefficients reach the model: trait vectors (the default), persona text
+# (the prompting baseline), random directions of the same norms (placebo), or not at all.
+STEERING_MODES: tuple[str, ...] = ("vectors", "prompt", "placebo", "off")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -38,7 +41,10 @@ class ModelConfig:
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     device: str = "auto"  # auto | cpu | cuda
     cache_dir: str = "storage/models"
-    num_threads: int = 0  # torch intra-op threads; 0 = torch default
+    num_threads: int = 0  # torch (and ONNX Runtime) intra-op threads; 0 = runtime default
+    # torch = HF transformers (the reference); onnx = ONNX Runtime graph built from the same
+    # weights with per-row steering inputs (CPU; see inference/onnx_backend.py)
+    backend: str = "torch"
 
 
 @dataclass
@@ -67,13 +73,15 @@ class InferenceConfig:
 
 @dataclass
 class SteeringConfig:
-    enabled: bool = True
+    mode: str = "vectors"  # vectors | prompt | placebo | off (replaces the old `enabled`)
     strength: float = 1.0
     coefficients: dict[str, float] = field(
         default_factory=lambda: {"E": 0.0, "A": 0.0, "C": 0.0, "O": 0.0, "N": 0.0}
     )
     spread: float = 0.5  # per-trait std of agents' coefficients around the means
     vectors_dir: str = "storage/vectors"
+    # Per-agent interventions: {agent_id: {trait: coefficient}} replaces the sampled value.
+    agents: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -103,10 +111,10 @@ class VerificationConfig:
     num_files: int = 0  # 0 = all message files
     items_per_trait: int = 8
     coefficients: list[float] = field(default_factory=lambda: [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0])
-    random_directions: int = 4
+    random_directions: int = 8  # controls of the same norm (>= 1; the gates compare with them)
     min_rho: float = 0.2  # in-run: Spearman of coefficient vs what agents said
     # Thresholds, justified by measurements in docs/verification.md.
-    min_margin_slope: float = 0.0  # 95% CI lower bound of the margin slope must exceed it
+    min_margin_slope: float = 0.1  # 95% CI lower bound of the margin slope must exceed it
     min_dose_rho: float = 0.8  # Spearman of coefficient vs item-mean margin
     min_vs_random: float = 1.0  # trait slope / largest random-direction |slope|
     max_ppl_ratio: float = 3.0  # coherence: steered / unsteered perplexity
@@ -118,6 +126,11 @@ class VerificationConfig:
     messages_per_agent: int = 6
     coherence_prompts: int = 3
     coherence_tokens: int = 24
+    # Decisions in situ: the run's own decisions re-scored (docs/verification.md).
+    decision_samples: int = 64  # decisions re-scored, spread over agents and ticks
+    decision_coefficient: float = 1.0  # +-c for each trait's (and random) decision axis
+    replay_tolerance: float = 1e-3  # |logged - replayed| log-prob (float32; x50 otherwise)
+    text_measure: bool = True  # MiniLM text score per trait (independent of the model)
     seed: int = 0
 
 
@@ -279,6 +292,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(cfg.model.name in MODELS, "model.name", " | ".join(MODELS), cfg.model.name)
     _check(cfg.model.dtype in ("auto", "float32", "bfloat16", "float16"), "model.dtype",
            "auto | float32 | bfloat16 | float16", cfg.model.dtype)
+    _check(cfg.model.backend in ("torch", "onnx"), "model.backend", "torch | onnx", cfg.model.backend)
     _check(bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.model.device)), "model.device",
            "auto | cpu | cuda | cuda:<index>", cfg.model.device)
     _check(cfg.model.num_layers >= 1, "model.num_layers", "an integer >= 1", cfg.model.num_layers)
@@ -311,6 +325,16 @@ def validate(cfg: RunConfig) -> RunConfig:
         _check(math.isfinite(v) and -1 <= v <= 1, f"steering.coefficients.{k}",
                "a number in [-1, 1]", v)
     st.coefficients = {t: float(st.coefficients.get(t, 0.0)) for t in TRAITS}
+    _check(st.mode in STEERING_MODES, "steering.mode", " | ".join(STEERING_MODES), st.mode)
+    ids = agent_ids(cfg.population)
+    for agent_id, traits in st.agents.items():
+        if agent_id not in ids:
+            raise ConfigError(f"steering.agents.{agent_id}: unknown agent id; allowed: "
+                              f"{ids[0]}..{ids[-1]} (population {cfg.population})")
+        for t, v in traits.items():
+            key = f"steering.agents.{agent_id}.{t}"
+            _check(t in TRAITS, key, "a trait: " + " | ".join(TRAITS), t)
+            _check(math.isfinite(v) and -1 <= v <= 1, key, "a number in [-1, 1]", v)
     op = cfg.optimization
     _check(op.reflect_every_n_ticks >= 1, "optimization.reflect_every_n_ticks",
            "an integer >= 1", op.reflect_every_n_ticks)
@@ -328,18 +352,59 @@ def validate(cfg: RunConfig) -> RunConfig:
            mem.embedder)
     _check(0 < mem.recency_decay <= 1, "memory.recency_decay", "0 < decay <= 1",
            mem.recency_decay)
-    _check(0 <= cfg.world.news_knowers <= cfg.population, "world.news_knowers",
-           f"0..population ({cfg.population})", cfg.world.news_knowers)
+    # more knowers than agents is capped at the population (small test towns keep the default)
+    _check(cfg.world.news_knowers >= 0, "world.news_knowers", "an integer >= 0",
+           cfg.world.news_knowers)
     ver = cfg.verification
     _check(len(ver.coefficients) >= 3, "verification.coefficients", "at least 3 values",
            ver.coefficients)
     _check(ver.num_files >= 0, "verification.num_files", "an integer >= 0", ver.num_files)
+    # Zero controls would let the random-direction gates pass vacuously.
+    _check(ver.random_directions >= 1, "verification.random_directions", "an integer >= 1",
+           ver.random_directions)
+    _check(ver.control_items >= 1, "verification.control_items", "an integer >= 1",
+           ver.control_items)
+    _check(ver.items_per_trait >= 2, "verification.items_per_trait", "an integer >= 2",
+           ver.items_per_trait)
+    _check(ver.decision_samples >= 3, "verification.decision_samples", "an integer >= 3",
+           ver.decision_samples)
+    _check(ver.decision_coefficient > 0, "verification.decision_coefficient", "a number > 0",
+           ver.decision_coefficient)
+    _check(ver.replay_tolerance > 0, "verification.replay_tolerance", "a number > 0",
+           ver.replay_tolerance)
     return cfg
+
+
+def agent_ids(population: int) -> list[str]:
+    """The agent ids of a town of `population` agents (agents.profile names them so)."""
+    return [f"agent-{i:03d}" for i in range(population)]
+
+
+def _upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """Accept the old `steering.enabled` (configs and manifests written before modes):
+    false = mode off, true = no change; contradicting an explicit mode is an error."""
+    st = data.get("steering")
+    if isinstance(st, dict) and st.get("mode") is False:
+        st = {**st, "mode": "off"}  # YAML 1.1 (OmegaConf's loader) reads `mode: off` as false
+        data = {**data, "steering": st}
+    if not isinstance(st, dict) or "enabled" not in st:
+        return data
+    st = dict(st)
+    enabled = st.pop("enabled")
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"steering.enabled: expected true or false, got {enabled!r} "
+                          "(replaced by steering.mode: " + " | ".join(STEERING_MODES) + ")")
+    if not enabled:
+        if st.get("mode", "off") != "off":
+            raise ConfigError(f"steering.enabled: false contradicts steering.mode={st['mode']}; "
+                              "use steering.mode only")
+        st["mode"] = "off"
+    return {**data, "steering": st}
 
 
 def load_config(data: dict[str, Any]) -> RunConfig:
     """Build and validate a RunConfig from a plain (Hydra-resolved) dict."""
-    data = {k: v for k, v in data.items() if k != "hydra"}
+    data = _upgrade_legacy({k: v for k, v in data.items() if k != "hydra"})
     return validate(_build(RunConfig, data))
 
 

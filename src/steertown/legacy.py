@@ -1,6 +1,6 @@
 """`import-legacy`: convert a dump of the guide's system into a steertown run directory.
 
-The legacy format (see shared/legacy-dumps/README.md): `messages/messages_tNNNNN.parquet`
+The legacy format (a small example: tests/fixtures/legacy_small): `messages/messages_tNNNNN.parquet`
 and `actions/actions_tNNNNN.parquet` per tick (the `tick` column counts from 0, the file
 number from 1), an optional `run_<id>_agents.parquet` summary and a JSON-lines log.
 Messages carry their steering as a JSON string `steering_snapshot` (trait -> alpha) and

@@ -9,8 +9,9 @@ detail and, for warnings, the fix. Pure library: no orchestration imports.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
+
+import psutil
 
 from steertown.config import RunConfig
 
@@ -19,20 +20,6 @@ GIB = 1024 ** 3
 
 def _finding(check: str, status: str, detail: str, fix: str = "") -> dict[str, str]:
     return {"check": check, "status": status, "detail": detail, "fix": fix}
-
-
-def read_meminfo(path: str = "/proc/meminfo") -> dict[str, int]:
-    """Host memory counters in bytes ({} where /proc is unavailable)."""
-    out: dict[str, int] = {}
-    try:
-        for line in Path(path).read_text().splitlines():
-            key, _, rest = line.partition(":")
-            parts = rest.split()
-            if parts and parts[0].isdigit():
-                out[key] = int(parts[0]) * (1024 if parts[1:2] == ["kB"] else 1)
-    except OSError:
-        pass
-    return out
 
 
 def _device_checks(cfg: RunConfig, backend: Any) -> list[dict[str, str]]:
@@ -64,19 +51,14 @@ def _memory_checks() -> list[dict[str, str]]:
                 f"gpu{i}_memory", status, f"{free / GIB:.1f} of {total / GIB:.1f} GiB free",
                 "" if status == "ok" else
                 "set optimization.max_gpu_memory_gb / offload_folder or use_quantization=true"))
-    mem = read_meminfo()
-    if "MemTotal" in mem and "MemAvailable" in mem:
-        avail, total = mem["MemAvailable"], mem["MemTotal"]
-        swap_used = mem.get("SwapTotal", 0) - mem.get("SwapFree", 0)
-        low = avail < 0.1 * total or avail < 2 * GIB
-        swapping = swap_used > 0.25 * max(mem.get("SwapTotal", 0), 1) and swap_used > GIB
-        detail = (f"{avail / GIB:.1f} of {total / GIB:.1f} GiB available, "
-                  f"swap used {swap_used / GIB:.1f} GiB")
-        found.append(_finding("host_memory", "warn" if low or swapping else "ok", detail,
-                              "lower optimization.batch_size or population; stop other jobs"
-                              if low or swapping else ""))
-    else:
-        found.append(_finding("host_memory", "ok", "/proc/meminfo unavailable; not checked"))
+    vm, swap = psutil.virtual_memory(), psutil.swap_memory()
+    low = vm.available < 0.1 * vm.total or vm.available < 2 * GIB
+    swapping = swap.used > 0.25 * max(swap.total, 1) and swap.used > GIB
+    detail = (f"{vm.available / GIB:.1f} of {vm.total / GIB:.1f} GiB available, "
+              f"swap used {swap.used / GIB:.1f} GiB")
+    found.append(_finding("host_memory", "warn" if low or swapping else "ok", detail,
+                          "lower optimization.batch_size or population; stop other jobs"
+                          if low or swapping else ""))
     return found
 
 
@@ -100,6 +82,25 @@ def _cpu_check(cfg: RunConfig) -> dict[str, str]:
     return _finding("cpu_load", "ok", detail)
 
 
+def _dtype_check(cfg: RunConfig, backend: Any) -> dict[str, str]:
+    """Which dtype `model.dtype` gives on this machine, and why (loaded or predicted)."""
+    from steertown.inference.model_loading import choose_dtype, resolve_device
+
+    if cfg.model.name == "mock":
+        return _finding("dtype", "ok", "mock backend: no model dtype")
+    if cfg.model.backend == "onnx":
+        return _finding("dtype", "ok", "model.backend=onnx: float32 graph (ONNX Runtime, CPU); "
+                        "its torch reference for vectors and verification is float32 too")
+    loaded = getattr(backend, "loaded", None)
+    if loaded is not None and loaded.dtype_reason:
+        return _finding("dtype", "ok", f"{loaded.dtype}: {loaded.dtype_reason}")
+    try:
+        dtype, why = choose_dtype(cfg.model.dtype, resolve_device(cfg.model.device))
+    except Exception as e:  # e.g. cuda requested without a GPU: the device check says so
+        return _finding("dtype", "warn", f"cannot resolve model.dtype={cfg.model.dtype}: {e}")
+    return _finding("dtype", "ok", f"{str(dtype).replace('torch.', '')}: {why}")
+
+
 def _quantization_check(cfg: RunConfig, backend: Any) -> dict[str, str]:
     loaded = getattr(backend, "loaded", None)
     if loaded is None:
@@ -117,6 +118,7 @@ def preflight(cfg: RunConfig, backend: Any | None = None) -> list[dict[str, str]
     found = _device_checks(cfg, backend)
     found += _memory_checks()
     found.append(_cpu_check(cfg))
+    found.append(_dtype_check(cfg, backend))
     found.append(_quantization_check(cfg, backend))
     n = cfg.optimization.reflect_every_n_ticks
     found.append(_finding("reflection", "warn" if n == 1 else "ok",
@@ -125,7 +127,9 @@ def preflight(cfg: RunConfig, backend: Any | None = None) -> list[dict[str, str]
                           "set optimization.reflect_every_n_ticks=5" if n == 1 else ""))
     vectors = getattr(backend, "vectors", None)
     vec_id = vectors.vector_id() if vectors is not None else "none (mock or not loaded)"
-    steer = "enabled" if cfg.steering.enabled else "DISABLED (control run: all alphas 0)"
+    steer = {"vectors": "mode vectors", "prompt": "mode prompt (persona text, no vectors)",
+             "placebo": "mode placebo (random directions of the trait vectors' norms)",
+             "off": "mode off (control run: all alphas 0)"}[cfg.steering.mode]
     found.append(_finding("steering", "ok",
                           f"layers {cfg.layers}, strength {cfg.steering.strength}, {steer}, "
                           f"vectors {vec_id}"))

@@ -13,6 +13,7 @@ Where: an explicit URI beats `MLFLOW_TRACKING_URI`, which beats
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -33,7 +34,8 @@ DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
 
 TICK_METRICS = ("events", "actions", "messages", "reflections", "successes", "tokens_in",
                 "tokens_out", "batches", "tick_seconds", "model_seconds", "other_seconds",
-                "success_rate")
+                "success_rate", "density", "clustering", "degree_centralisation", "gini_coins",
+                "goals_met", "news_reach")
 _STATUS = {"finished": "FINISHED", "complete": "FINISHED", "completed": "FINISHED",
            "success": "FINISHED", "failed": "FAILED", "error": "FAILED", "killed": "KILLED",
            "interrupted": "KILLED", "running": "RUNNING"}
@@ -83,6 +85,15 @@ def _param_items(cfg: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def fork_tags(manifest: dict[str, Any]) -> dict[str, str]:
+    """Tags of a forked run (steertown.sim.fork): its parent, fork tick and changes."""
+    fork = manifest.get("fork")
+    if not fork:
+        return {}
+    return {"fork_parent": str(fork["parent"]), "fork_at": str(fork["at"]),
+            "fork_changes": json.dumps(fork["changes"], sort_keys=True, default=str)[:5000]}
+
+
 class RunTracker:
     """An MLflow run for one steertown run; a context manager that ends it on exit."""
 
@@ -128,6 +139,8 @@ class RunTracker:
             "config_hash": str(manifest.get("config_hash")), "git_sha": str(manifest.get("git_sha")),
             "model": str(model.get("name") if isinstance(model, dict) else model),
             "seed": str(cfg_dict.get("seed")), "source": str(manifest.get("source", "steertown")),
+            "steering_mode": str((cfg_dict.get("steering") or {}).get("mode", "vectors")),
+            **fork_tags(manifest),
             # what was typed: the overrides of the latest invocation (a resume may add some)
             "overrides": " ".join(manifest.get("overrides") or []) or "(none)",
             **{k: str(v) for k, v in (tags or {}).items()},
@@ -269,3 +282,33 @@ def search_runs(uri: str, arms: list[str] | None = None,
         if not token:
             break
     return list(out.values())
+
+
+def track_study(uri: str, experiment: str, name: str, params: dict[str, Any],
+                run_ids: list[str], metrics: dict[str, float],
+                artifacts: list[Path | str]) -> str:
+    """The study's parent MLflow run (created, or found again by name on a re-run) with
+    the study's runs nested under it (`mlflow.parentRunId`), its effect sizes as metrics
+    and its report as artifacts. Returns the parent's MLflow run id.
+
+    The parent has no `run_id` tag, so `search_runs` (and compare) never count it as a run.
+    """
+    tracker = RunTracker(uri, experiment)
+    exp_id = tracker.ensure_experiment()
+    safe = name.replace("'", "")
+    found = tracker.client.search_runs([exp_id], f"tags.study_name = '{safe}' and "
+                                       "tags.study_parent = 'true'", ViewType.ACTIVE_ONLY,
+                                       max_results=1)
+    run = found[0] if found else tracker.client.create_run(
+        exp_id, run_name=name, tags={"study_name": name, "study_parent": "true"})
+    tracker.mlflow_run_id = run.info.run_id
+    logged = run.data.params
+    tracker._batch(params=[Param(k, v) for k, v in _param_items(params).items()
+                           if k not in logged])
+    for child in search_runs(uri, run_ids=run_ids):
+        tracker.client.set_tag(child["mlflow_run_id"], "mlflow.parentRunId", run.info.run_id)
+        tracker.client.set_tag(child["mlflow_run_id"], "study_name", name)
+    tracker.log_metrics(metrics)
+    tracker.log_artifacts(artifacts)
+    tracker.end("FINISHED")
+    return run.info.run_id

@@ -26,7 +26,9 @@ def main(path: str) -> int:
             return 0
         backend, embedder = get_backend(cfg), get_embedder(cfg.memory.embedder)
         for start, end in plan.chunks:
-            run_chunk(cfg, plan.run_dir, start, end, backend, embedder)
+            totals = run_chunk(cfg, plan.run_dir, start, end, backend, embedder)
+            # where the chunk really started: the checkpoint it restored (0 = from scratch)
+            print(f"chunk {start}-{end} restored_from {totals['restored_from']}", flush=True)
         finish_run(plan.run_dir)
     print("finished")
     return 0

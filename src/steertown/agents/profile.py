@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from steertown.config import TRAITS, RunConfig
+from steertown.config import TRAITS, RunConfig, agent_ids
 from steertown.world.economy import START_COINS, START_ENERGY
 
 FIRST_NAMES = (
@@ -82,6 +82,12 @@ def sample_population(cfg: RunConfig) -> list[Agent]:
     means = np.array([cfg.steering.coefficients[t] for t in TRAITS])
     profiles = np.clip(rng.normal(means, cfg.steering.spread, size=(n, len(TRAITS))), -1.0, 1.0)
     goals = rng.integers(0, len(GOALS), size=n)
+    # Per-agent interventions replace sampled values after sampling, so every other agent
+    # (and every other draw) stays what it was without the intervention.
+    ids = agent_ids(n)
+    for i, agent_id in enumerate(ids):
+        for t, v in cfg.steering.agents.get(agent_id, {}).items():
+            profiles[i, TRAITS.index(t)] = v
     num_homes = max(1, (n + 1) // 2)  # two agents per household
     agents = []
     for i in range(n):
@@ -90,7 +96,7 @@ def sample_population(cfg: RunConfig) -> list[Agent]:
             name += f" {i // len(FIRST_NAMES) + 1}"
         home = f"home_{i % num_homes}"
         agents.append(Agent(
-            agent_id=f"agent-{i:03d}", name=name, home=home, goal=GOALS[goals[i]],
+            agent_id=ids[i], name=name, home=home, goal=GOALS[goals[i]],
             traits={t: round(float(profiles[i, j]), 4) for j, t in enumerate(TRAITS)},
             location=home,
         ))

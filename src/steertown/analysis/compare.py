@@ -76,6 +76,12 @@ def compare_runs(arms: list[str] | None, run_ids: list[str] | None, tracking_uri
     if not runs:
         what = ", ".join(filter(None, [f"arms {arms}" if arms else "", f"runs {run_ids}" if run_ids else ""]))
         raise ConfigError(f"no tracked runs found in {tracking_uri}" + (f" for {what}" if what else ""))
+    from steertown.analysis import study  # effect sizes when the runs differ in steering mode
+
+    modes = study.modes_of(runs)
+    if len(modes) > 1:  # one group per arm and mode: seeds are the replicates
+        for r in runs:
+            r["arm"] = f"{r['arm']}/{r['params'].get('steering.mode', study.STEERED_MODE)}"
     runs.sort(key=lambda r: (str(r["arm"]), str(r["seed"]), r["run_id"]))
     keys = _key_columns(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -119,6 +125,17 @@ def compare_runs(arms: list[str] | None, run_ids: list[str] | None, tracking_uri
                   + " | ".join(_f(r["metrics"].get(c)) for c in keys.values()) + " |")
     md += ["", "All metrics: `runs.csv`; per-arm means and CIs: `arms.csv`; chart: "
            "`compare_metrics.png`.", ""]
+    dirs = study.tracked_run_dirs(runs) if len(modes) > 1 else []
+    if dirs:
+        md += ["## Effects of steering against each control (paired by seed)", ""]
+        try:
+            effects = study.study_effects(dirs)
+        except ConfigError as e:  # e.g. two runs in one cell: the comparison still stands
+            md += [f"Not computed: {e}", ""]
+        else:
+            page = study.write_study_report(effects, out_dir / "effects")
+            md += [study.format_effects(effects), "",
+                   f"Every trait x measure: `effects/effects.csv`; report: `{page}`.", ""]
     md_path = out_dir / "comparison.md"
     atomic_write_bytes(md_path, "\n".join(md).encode())
 

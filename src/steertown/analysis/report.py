@@ -30,6 +30,8 @@ import vl_convert as vlc
 from markupsafe import Markup
 
 from steertown.analysis.charts import build_charts, save_png
+from steertown.analysis.diff import diff_section
+from steertown.analysis.society import build_society_charts
 from steertown.analysis.summary import analyze_run
 from steertown.config import flatten
 from steertown.storage.run_dir import RunDir, RunDirError, atomic_write_bytes, atomic_write_json
@@ -128,7 +130,7 @@ def highlights_section(ctx: ReportContext) -> Section:
     """Headline counts and rates as cards."""
     s = ctx.summary
     c, tim, km = s["counts"], s["timings"], s["key_metrics"]
-    items = [("agents", c["agents"], ""), ("ticks", c["ticks"], ""),
+    items = [("agents", c["agents"], ","), ("ticks", c["ticks"], ","),
              ("actions", c["actions"], ","), ("messages", c["messages"], ","),
              ("success rate", km.get("success_rate"), "%"),
              ("tokens in / out", f"{km.get('tokens_in', 0):,.0f} / {km.get('tokens_out', 0):,.0f}", ""),
@@ -155,7 +157,9 @@ def verification_section(ctx: ReportContext) -> Section:
         else:
             verdict = rep.get("verdict")
             key = verdict.lower() if isinstance(verdict, str) else verdict
-            checks = [{**c, "passed": {True: "PASS", False: "FAIL", None: "SKIP"}.get(
+            # A required check that could not run leaves the run unverified, not skipped.
+            checks = [{**c, "passed": {True: "PASS", False: "FAIL", None: (
+                "NOT VERIFIED" if c.get("required") else "SKIP")}.get(
                 c["passed"], c["passed"])} if "passed" in c else dict(c)
                 for c in rep.get("checks", [])]
             preferred = ["name", "passed", "required", "figure", "detail"]
@@ -170,9 +174,54 @@ def verification_section(ctx: ReportContext) -> Section:
                    render_fragment("sections/verification.html.j2", **values))
 
 
+def fingerprint_heatmap(rows: list[dict]) -> alt.Chart:
+    """Trait x behaviour heatmap of Spearman rho (one cell per rate and trait)."""
+    data = [{**r, "clear": r["ci_low"] is not None and (r["ci_low"] > 0 or r["ci_high"] < 0)}
+            for r in rows if r["rho"] is not None]
+    base = alt.Chart(alt.Data(values=data)).encode(
+        x=alt.X("trait:N", sort=["E", "A", "C", "O", "N"], title="trait coefficient"),
+        y=alt.Y("measure:N", title="per-agent rate"))
+    cells = base.mark_rect().encode(
+        color=alt.Color("rho:Q", scale=alt.Scale(scheme="redblue", domain=[-1, 1], reverse=True),
+                        title="Spearman rho"),
+        stroke=alt.condition("datum.clear", alt.value("black"), alt.value(None)),
+        strokeWidth=alt.value(2),
+        tooltip=["measure:N", "trait:N", alt.Tooltip("rho:Q", format="+.2f"),
+                 alt.Tooltip("ci_low:Q", format="+.2f"), alt.Tooltip("ci_high:Q", format="+.2f"),
+                 "agents:Q"])
+    text = base.mark_text(fontSize=10).encode(text=alt.Text("rho:Q", format="+.2f"))
+    return (cells + text).properties(title="Behavioural fingerprint: rate vs trait",
+                                     width=260, height=alt.Step(18))
+
+
+def fingerprint_section(ctx: ReportContext) -> Section | None:
+    """Trait x behaviour heatmap from the summary's fingerprint (analysis/fingerprint.py)."""
+    rows = ctx.summary.get("fingerprint") or []
+    if not any(r["rho"] is not None for r in rows):
+        return None
+    from steertown.analysis.fingerprint import agent_rates
+
+    rates = agent_rates(ctx.run_dir)
+    how = ("P(class | the class was offered), from the decisions table"
+           if (rates.schema.metadata or {}).get(b"rates") == b"conditional"
+           else "action shares: this run has no decisions table")
+    return Section("Behavioural fingerprint", "fingerprint", render_fragment(
+        "sections/fingerprint.html.j2", rows=rows, how=how, agents=rates.num_rows),
+        charts={"fingerprint": fingerprint_heatmap(rows)})
+
+
 def charts_section(ctx: ReportContext) -> Section:
     """The run's Altair charts (see `analysis/charts.py`)."""
     return Section("Charts", "charts", charts=build_charts(ctx.run_dir))
+
+
+def society_section(ctx: ReportContext) -> Section | None:
+    """Ties, news, outcomes by trait (see `analysis/society.py`); absent for older runs."""
+    final = (ctx.summary.get("society") or {}).get("final")
+    if not final:
+        return None
+    return Section("Society", "society", render_fragment(
+        "sections/key_values.html.j2", values=final), charts=build_society_charts(ctx.run_dir))
 
 
 def tables_section(ctx: ReportContext) -> Section:
@@ -204,8 +253,11 @@ def configuration_section(ctx: ReportContext) -> Section:
 SECTION_BUILDERS: tuple[SectionBuilder, ...] = (
     highlights_section,
     verification_section,
+    fingerprint_section,
     charts_section,
+    society_section,
     tables_section,
+    diff_section,
     timings_section,
     configuration_section,
 )

@@ -2,8 +2,9 @@
 
 Sections (the guide's list plus behaviour against traits): action distribution, agent
 activity, token usage, steering profiles, temporal dynamics, success/failure rates,
-behaviour vs traits, timings, and the quality of agents' free text (usable share, labels,
-Talk share where someone was present). Written to `<run_dir>/analysis/summary.json`.
+behaviour vs traits, timings, the quality of agents' free text (usable share, labels, Talk
+share where someone was present), the society (analysis/society.py) and the behavioural
+fingerprint (analysis/fingerprint.py). Written to `<run_dir>/analysis/summary.json`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from steertown.analysis import queries as q
+from steertown.analysis import society
+from steertown.analysis.fingerprint import fingerprint, fingerprint_metrics
+from steertown.analysis.society import society_metrics
 from steertown.storage.run_dir import RunDir, atomic_write_json
 
 SUMMARY_FILE = "summary.json"
+FINGERPRINT_BOOT = 500  # agent-bootstrap resamples per (rate, trait) correlation
 
 
 def _spread(values: list[float]) -> dict[str, float | None]:
@@ -80,6 +85,8 @@ def key_metrics(summary: dict[str, Any]) -> dict[str, float]:
         m[f"alpha_mean_{row['trait']}"] = row["logged_mean"]
     for h in summary["behaviour_vs_trait"]["hypotheses"]:
         m[f"spearman_{h['action_type']}_{h['trait']}"] = h["spearman"]
+    m.update(fingerprint_metrics(summary.get("fingerprint") or []))
+    m.update(society_metrics(summary.get("society") or {}))
     return {k: float(v) for k, v in m.items()
             if isinstance(v, int | float) and not (isinstance(v, float) and math.isnan(v))}
 
@@ -148,6 +155,13 @@ def analyze_run(run_dir: Path) -> dict[str, Any]:
         }
     finally:
         con.close()
+    con = society.connect(rd.path)
+    try:
+        summary["society"] = society.society_summary(con)
+    finally:
+        con.close()
+    # Trait x behaviour: Spearman of every per-agent rate with every trait (fingerprint.py).
+    summary["fingerprint"] = fingerprint(rd.path, n_boot=FINGERPRINT_BOOT)
     summary["key_metrics"] = key_metrics(summary)
     atomic_write_json(rd.path / "analysis" / SUMMARY_FILE, summary)
     return summary

@@ -17,9 +17,15 @@ def make_backend(cfg: RunConfig) -> Backend:
         return MockBackend(cfg.layers)
     from dataclasses import replace
 
+    from steertown.inference.sharding import make_sharded, plan_replicas
     from steertown.inference.transformers_backend import TransformersBackend
-    from steertown.sharding import make_sharded, plan_replicas
 
+    if cfg.model.backend == "onnx":
+        if cfg.optimization.num_gpus > 1:
+            raise ValueError("model.backend=onnx is CPU-only; optimization.num_gpus must be 1")
+        from steertown.inference.onnx_backend import OnnxBackend
+
+        return OnnxBackend(cfg)
     if cfg.optimization.num_gpus == 1:
         return TransformersBackend(cfg)
     # Multi-GPU: one replica per GPU; each batch is split across them and merged in order.

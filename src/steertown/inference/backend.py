@@ -29,6 +29,12 @@ class GenerationRequest:
     # options, e.g. ("Move park", "Talk Ben:", "Work:", "Rest"); free text follows an
     # option ending in ':', any other option ends the reply. Empty = unconstrained.
     options: tuple[str, ...] = ()
+    # Steering modes (steertown.steering.modes): `steering` is what the backend adds; with
+    # `placebo_seed` set it multiplies the seeded placebo directions instead of the trait
+    # vectors. `dose` is the agent's effective alphas as logged (steering is zero in
+    # prompt and off mode); None = same as steering.
+    placebo_seed: int | None = None
+    dose: dict[str, float] | None = None
 
 
 @dataclass

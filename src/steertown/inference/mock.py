@@ -6,6 +6,9 @@ N -> REST, O -> MOVE) and the wording (A -> friendly or blunt), so tests can see
 steering reach the backend. With options (constrained requests) the reply starts with
 one of them, as on the real backend; low energy makes REST likelier and a line said to
 the agent makes answering it likelier.
+Placebo rows (request.placebo_seed) mimic random directions in a real model: they reach
+the trait axes only through a seeded matrix of cosines of random directions in a
+`MOCK_HIDDEN`-dimensional space (about 1/sqrt(576) each), so they barely move behaviour.
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ BLUNT = ("let's just get it done", "I don't have time for chatter",
          "that plan won't work", "fine, whatever")
 WORK = ("I sort the notes for the brief", "I fix the bench", "I draft the plan",
         "I clean up the tables")
+MOCK_HIDDEN = 576  # the default model's hidden size: random directions' cosines scale with it
+
+
+def placebo_mixing(seed: int) -> np.ndarray:
+    """[5, 5] cosines between seeded random directions (rows) and the trait axes."""
+    rng = np.random.default_rng(int(seed))
+    return rng.normal(0.0, 1.0 / np.sqrt(MOCK_HIDDEN), size=(5, 5))
 
 
 def _matching_option(text: str, options: tuple[str, ...]) -> str:
@@ -60,6 +70,9 @@ class MockBackend:
         digest = hashlib.sha256(f"{r.seed}|{r.system}|{r.user}".encode()).digest()
         rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
         s = {t: r.steering.get(t, 0.0) for t in "EACON"}
+        if r.placebo_seed is not None:
+            mixed = np.array([s[t] for t in "EACON"]) @ placebo_mixing(r.placebo_seed)
+            s = {t: float(v) for t, v in zip("EACON", mixed, strict=True)}
         if r.kind == "reflection":
             focus = "meet people and talk" if s["E"] > 0 else "work quietly on my own"
             text = f"I will {focus} and keep working towards my goal."

@@ -6,9 +6,10 @@ locate its directory). transformers dequantizes a GGUF in ~15 s, so the first lo
 converts it once to a plain safetensors directory under `cfg.model.cache_dir`; later
 loads read that directory (~2 s). Everything runs offline.
 
-dtype `auto` resolves to float32 on CPU: only float32 gives the guarantee that a row's
-tokens do not depend on its batch neighbours when rows are left-padded (see
-docs/steering.md for the measurements); float16 on CUDA.
+dtype `auto` follows the hardware (`choose_dtype`): bfloat16 on CPUs with native bf16
+(AMX, AVX-512 BF16) and on CUDA GPUs that support it, float16 on older GPUs, float32
+elsewhere. Only float32 guarantees that a row's tokens do not depend on its batch
+neighbours when rows are left-padded; the reason for the choice is in the load notes.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class LoadedModel:
     load_seconds: float
     from_cache: bool
     notes: list[str] = field(default_factory=list)  # explained fallbacks (also warned)
+    dtype_reason: str = ""  # why this dtype (model.dtype=auto follows the hardware)
 
 
 def bundled_gguf_path() -> Path:
@@ -98,11 +100,46 @@ def check_model_config(cfg: RunConfig) -> None:
         raise FileNotFoundError(f"model.name_or_path: {path} does not exist")
 
 
+def native_bf16_cpu() -> list[str]:
+    """The CPU's native bfloat16 features torch can use (AMX tiles, AVX-512 BF16); [] if none.
+
+    torch's own probes (cpuinfo), not /proc parsing: they are what its kernels dispatch on.
+    """
+    cpu = torch.cpu
+    found = []
+    if getattr(cpu, "_is_amx_tile_supported", lambda: False)():
+        found.append("amx_bf16")
+    if getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
+        found.append("avx512_bf16")
+    return found
+
+
+def choose_dtype(name: str, device: str) -> tuple[torch.dtype, str]:
+    """(dtype, why): an explicit `model.dtype` wins; `auto` follows the hardware.
+
+    auto on CUDA: bfloat16 where the GPU supports it, else float16. auto on CPU: bfloat16
+    only with native bf16 (AMX or AVX-512 BF16), where it measured faster (bench/RESULTS.md:
+    AMX Xeon, AVX-512 BF16 EPYC); float32 elsewhere (AVX2-only EPYC: bf16 prefill 5.7x
+    slower). Exactness: float32 gives batch == single for every row; bfloat16 only for
+    rows of equal prompt length (padding changes the rounding of other rows' sums).
+    """
+    if name != "auto":
+        return _DTYPES[name], f"model.dtype={name} (set explicitly)"
+    if device.startswith("cuda"):
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "auto: CUDA GPU with bfloat16 support"
+        return torch.float16, "auto: CUDA GPU without bfloat16 support"
+    native = native_bf16_cpu()
+    if native:
+        return torch.bfloat16, (f"auto: CPU has native bfloat16 ({', '.join(native)}); "
+                                "batch == single is exact only for equal-length prompts, "
+                                "set model.dtype=float32 for exact batching")
+    return torch.float32, "auto: CPU without native bfloat16 (no AMX / AVX-512 BF16), float32"
+
+
 def resolve_dtype(name: str, device: str) -> torch.dtype:
-    """`auto` -> float32 on CPU (batch == single exactly), float16 on CUDA."""
-    if name == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    return _DTYPES[name]
+    """The dtype `choose_dtype` picks (without the reason)."""
+    return choose_dtype(name, device)[0]
 
 
 def _warn(notes: list[str], msg: str) -> None:
@@ -174,7 +211,7 @@ def load_model(cfg: RunConfig) -> LoadedModel:
     t0 = time.perf_counter()
     notes: list[str] = []
     device = resolve_device(cfg.model.device)
-    dtype = resolve_dtype(cfg.model.dtype, device)
+    dtype, dtype_why = choose_dtype(cfg.model.dtype, device)
     if cfg.model.num_threads > 0:
         torch.set_num_threads(cfg.model.num_threads)
     if device == "cpu" and dtype == torch.float16:
@@ -234,4 +271,4 @@ def load_model(cfg: RunConfig) -> LoadedModel:
         model=model, tokenizer=tok, model_id=model_id, source=src,
         device=str(next(model.parameters()).device), dtype=str(dtype).replace("torch.", ""),
         quantization=quant, load_seconds=round(time.perf_counter() - t0, 2),
-        from_cache=from_cache, notes=notes)
+        from_cache=from_cache, notes=notes, dtype_reason=dtype_why)

@@ -8,9 +8,11 @@ tokens, which differ between batch and single runs), its own token limit and its
 early stop. Finished rows leave the batch (KV cache rows and steering rows are dropped
 together), so short answers stop costing compute.
 
-Exactness: in float32 (the CPU default) a row's logits are bit-identical whatever its
-batch neighbours and padding, so batched greedy and seeded sampled outputs equal the
-single-row outputs exactly. bfloat16 keeps this only for rows of equal prompt length.
+Exactness: in float32 on CPU (the default there) a row's logits are bit-identical whatever
+its batch neighbours and padding, so batched greedy and seeded sampled outputs equal the
+single-row outputs exactly (tested). bfloat16 keeps this only for rows of equal prompt
+length. On CUDA nothing is promised: float32 there does not make kernels batch-invariant
+(cuBLAS may pick other algorithms for other batch shapes), and it is untested.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class TransformersBackend(DecodeLoop):
     """Backend protocol on a HF causal LM; loads model, vectors and hooks once."""
 
     name = "transformers"
+    supports_placebo = True  # _open steers placebo rows on their basis (basis_key)
     # Prefill computes the LM head for the last position only (the one sampled from):
     # the head is ~21% of SmolLM2-135M's FLOPs per token, and full prefill logits of a
     # batch of 16 x 250 tokens are ~0.8 GB of float32. False = every position (bench A/B).
@@ -93,15 +96,33 @@ class TransformersBackend(DecodeLoop):
         head = self.model.get_output_embeddings()
         # out_features, not weight.shape: a bitsandbytes 4-bit head stores packed weights.
         self.vocab_size = int(getattr(head, "out_features", 0) or head.weight.shape[0])
+        # `logits_to_keep=1` hands the head a strided [B, 1, H] view; for bfloat16 torch's
+        # matmul then broadcasts the [V, H] weight to [B, H, V] and copies it (B x 57 MB
+        # for SmolLM2): 7.5 s of a 10 s batch measured. A contiguous input folds to one mm.
+        head.register_forward_pre_hook(lambda _m, args: (args[0].contiguous(), *args[1:]))
         self._init_decoding()
 
     # ----- steering access for verification -----
+    def basis_key(self, placebo_seed: int | None) -> tuple[str, int] | None:
+        """The hooks' basis for a row: None = trait vectors, else the seeded placebo
+        directions (steering.mode=placebo), built and registered on first use."""
+        if placebo_seed is None:
+            return None
+        key = ("placebo", int(placebo_seed))
+        if not self.hooks.has_basis(key):
+            self.hooks.add_basis(key, {layer: self.vectors.placebo_matrix(layer, placebo_seed)
+                                       for layer in self.layers})
+        return key
+
     @contextmanager
-    def steered(self, alphas: torch.Tensor | Sequence[dict[str, float]] | None) -> Iterator[None]:
-        """Forward passes inside use per-row `alphas` ([B, T] tensor or list of dicts)."""
+    def steered(self, alphas: torch.Tensor | Sequence[dict[str, float]] | None,
+                placebo_seeds: Sequence[int | None] | None = None) -> Iterator[None]:
+        """Forward passes inside use per-row `alphas` ([B, T] tensor or list of dicts),
+        on the trait vectors or, per row, on a placebo basis."""
         if alphas is not None and not isinstance(alphas, torch.Tensor):
             alphas = self.alphas_for(alphas)
-        with self.hooks.steered(alphas):
+        bases = None if placebo_seeds is None else [self.basis_key(s) for s in placebo_seeds]
+        with self.hooks.steered(alphas, bases):
             yield
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -144,31 +165,34 @@ class TransformersBackend(DecodeLoop):
     # ----- generation (the loop itself is DecodeLoop.generate_batch) -----
     def _open(self, requests: list[GenerationRequest], prompts: list[list[int]],
               alphas: torch.Tensor) -> tuple[torch.Tensor, _TorchStepper, list[str]]:
-        logits, cache, mask, next_pos, state = self._prefill(requests, prompts, alphas)
+        bases = [self.basis_key(r.placebo_seed) for r in requests]
+        logits, cache, mask, next_pos, state = self._prefill(requests, prompts, alphas, bases)
         return logits, _TorchStepper(self, cache, mask, next_pos), state
 
     def _close(self) -> None:
         self.hooks.set_alphas(None)
 
     def _prefill(self, requests: list[GenerationRequest], prompts: list[list[int]],
-                 alphas: torch.Tensor) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor, list[str]]:
+                 alphas: torch.Tensor, bases: list) -> tuple[torch.Tensor, Any, torch.Tensor,
+                                                             torch.Tensor, list[str]]:
         """Prompt forward pass -> (last logits, KV cache, mask, next positions, prefix state)."""
         if self.cfg.optimization.prefix_cache:
-            done = self._prefill_two_phase(requests, prompts, alphas)
+            done = self._prefill_two_phase(requests, prompts, alphas, bases)
             if done is not None:
                 return done
         ids, mask, pos = self._left_pad(prompts)
-        self.hooks.set_alphas(alphas)
+        self.hooks.set_alphas(alphas, bases)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                          logits_to_keep=self._keep)
         return out.logits[:, -1, :], out.cache, mask, pos[:, -1:] + 1, ["off"] * len(prompts)
 
-    def _prefill_two_phase(self, requests, prompts, alphas):
+    def _prefill_two_phase(self, requests, prompts, alphas, bases):
         """Prefix KV from the cache (or one batched pass for the misses), then the rest."""
         pre = [self.prefix_ids(r.system) for r in requests]
         if any(len(p) >= len(q) or q[:len(p)] != p for p, q in zip(pre, prompts, strict=True)):
             return None  # template does not split cleanly: single-phase prefill
-        keys = [PrefixKVCache.key(p, alphas[i]) for i, p in enumerate(pre)]
+        # The basis is part of the key: equal alphas on placebo directions are another prefix.
+        keys = [(*PrefixKVCache.key(p, alphas[i]), bases[i]) for i, p in enumerate(pre)]
         kvs = [self.prefix_kv.get(k) for k in keys]
         state = ["hit" if kv is not None else "miss" for kv in kvs]
         todo: dict[tuple, int] = {}
@@ -178,7 +202,7 @@ class TransformersBackend(DecodeLoop):
         if todo:
             idx = list(todo.values())
             ids, mask, pos = self._left_pad([pre[i] for i in idx])
-            self.hooks.set_alphas(alphas[idx])
+            self.hooks.set_alphas(alphas[idx], [bases[i] for i in idx])
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                              logits_to_keep=self._keep)  # only the KV is used
             fresh = dict(zip([keys[i] for i in idx],
@@ -198,7 +222,7 @@ class TransformersBackend(DecodeLoop):
         mask = torch.cat([pre_mask, rest_mask], dim=1)
         pre_len = pre_mask.sum(-1, keepdim=True)
         pos = torch.where(rest_mask.bool(), rest_pos + pre_len, torch.zeros_like(rest_pos))
-        self.hooks.set_alphas(alphas)
+        self.hooks.set_alphas(alphas, bases)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
                          use_cache=True, logits_to_keep=self._keep)
         return out.logits[:, -1, :], out.cache, mask, pos[:, -1:] + 1, state
@@ -223,8 +247,11 @@ class TransformersBackend(DecodeLoop):
             "steered_positions": "all (prompt and generated)",
             "prefix_cache": ("two-phase prefill, per-agent steered prefix KV reused"
                              if self.cfg.optimization.prefix_cache else "off"),
-            "batch_exactness": ("exact (float32)" if lm.dtype == "float32"
-                                else "exact only for equal-length prompts"),
+            "batch_exactness": (
+                "exact (float32 on CPU, tested)" if lm.dtype == "float32" and lm.device == "cpu"
+                else "not guaranteed (float32 on CUDA: kernels may depend on the batch shape; "
+                     "untested)" if lm.dtype == "float32"
+                else "exact only for equal-length prompts (tested on CPU)"),
             "sampling": {"temperature": self.cfg.inference.temperature,
                          "top_p": self.cfg.inference.top_p,
                          "repetition_penalty": self.cfg.inference.repetition_penalty,

@@ -13,12 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import struct
 from collections import deque
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load as st_load
+from safetensors import safe_open
 from safetensors.numpy import save as st_save
 
 from steertown.sim.engine import TRANSCRIPT_LINES, Simulation
@@ -92,15 +91,13 @@ def list_checkpoints(run: RunDir) -> list[Path]:
 
 
 def _read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    data = path.read_bytes()
-    if len(data) < 8:
-        raise CheckpointError(f"{path}: truncated")
-    (n,) = struct.unpack("<Q", data[:8])
     try:
-        header = json.loads(data[8:8 + n])
-        meta = header["__metadata__"]
-        arrays = st_load(data)
-    except Exception as e:  # any parse failure means the file is not usable
+        with safe_open(path, framework="np") as f:
+            meta = f.metadata() or {}
+            arrays = {k: f.get_tensor(k) for k in f.keys()}
+        if "state" not in meta:
+            raise KeyError("state")
+    except Exception as e:  # any parse failure (truncated, corrupted) means not usable
         raise CheckpointError(f"{path}: unreadable ({type(e).__name__})") from None
     if _digest(meta["state"], arrays) != meta.get("sha256"):
         raise CheckpointError(f"{path}: checksum mismatch")

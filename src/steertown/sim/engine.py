@@ -27,6 +27,7 @@ from steertown.agents.text_quality import NOT_FREE_TEXT, QualityLabeler, situati
 from steertown.config import TRAITS, RunConfig
 from steertown.inference.backend import Backend, GenerationRequest, GenerationResult
 from steertown.inference.batching import BatchStats, generate_all
+from steertown.steering import modes
 from steertown.world.actions import Action, parse_action
 from steertown.world.goals import spec_of, update_goal
 from steertown.world.metrics import society_row
@@ -101,6 +102,7 @@ class Simulation:
         self._heard: dict[str, list[str]] = {}  # lines said per place, as the prompts showed
         self.tick = 0  # last completed tick
         self.layers = list(cfg.layers)
+        self.placebo_seed = modes.placebo_seed(cfg.seed)
         # Staggered reflection: agent i reflects on ticks = i (mod n), so each tick carries
         # about 1/n of the reflections instead of all of them every n-th tick.
         n = cfg.optimization.reflect_every_n_ticks
@@ -109,8 +111,9 @@ class Simulation:
         for k in knowers:
             self.by_id[k].news_from, self.by_id[k].news_tick = "seed", 0
         # Tick-0 memories are rebuilt like this on resume, then replaced by the checkpoint's.
+        self._tick0 = TickResult(0, [])  # its memory rows are logged with tick 1's
         self._remember([(k, f"I heard that {NEWS}.", IMPORTANCE["NEWS"]) for k in knowers], 0,
-                       TickResult(0, []))
+                       self._tick0)
 
     # --- one tick -------------------------------------------------------------------
     def run_tick(self, tick: int) -> TickResult:
@@ -130,6 +133,8 @@ class Simulation:
             cap - len(carried), rng)
         turns = self._numbered(carried + scheduled, 0)
         result = TickResult(tick, list(turns))
+        if tick == 1:
+            result.memories.extend(self._tick0.memories)
         reflecting = self._due_reflections(tick)
         stats = BatchStats()
         new_memories: list[tuple[str, str, float]] = []
@@ -192,10 +197,13 @@ class Simulation:
                     for k, v in cfg.inference.max_new_tokens_by_action.items() if k != "REFLECT"}
         # A reply turn is an agent's second turn in a tick: its own seed (depth > 0).
         parts = (cfg.seed, tick, agent.agent_id, kind) + ((depth,) if depth else ())
+        mode = cfg.steering.mode
+        dose = agent.steering(cfg.steering.strength, mode != "off")
+        how = modes.deliver(mode, dose, system, self.placebo_seed)
         return GenerationRequest(
             request_id=request_id,
-            system=system, user=user,
-            steering=agent.steering(cfg.steering.strength, cfg.steering.enabled),
+            system=how.system, user=user,
+            steering=how.steering, placebo_seed=how.placebo_seed, dose=dose,
             max_new_tokens=max_new, seed=derive_seed(*parts),
             kind=kind, token_caps=caps,
             stop_at_newline=kind == "action", options=options)
@@ -253,13 +261,15 @@ class Simulation:
         row = {"run_id": self.run_id, "tick": tick, "event_id": event_id,
                "agent_id": agent.agent_id, "kind": req.kind, "location": location,
                "content": g.text, "tokens_in": g.tokens_in, "tokens_out": g.tokens_out,
-               "strength": self.cfg.steering.strength if self.cfg.steering.enabled else 0.0,
+               "strength": modes.logged_strength(self.cfg.steering.strength,
+                                                 self.cfg.steering.mode),
+               "steering_mode": self.cfg.steering.mode,
                "layers": self.layers, "seed": req.seed,
                "memory_ids": self._retrieved.pop(req.request_id, []),
                "prompt_hash": prompt_hash(req.system, req.user),
                "prompt": f"{req.system}\n\n{req.user}" if self.cfg.world.log_prompts else None,
                "quality": NOT_FREE_TEXT}
-        row.update({f"alpha_{t}": req.steering[t] for t in TRAITS})
+        row.update({f"alpha_{t}": req.dose[t] for t in TRAITS})
         return row
 
     def _apply(self, enc: Encounter, req: GenerationRequest, g: GenerationResult, tick: int,
@@ -279,7 +289,8 @@ class Simulation:
                 "agent_id": agent.agent_id, "system": req.system, "user": req.user,
                 "prompt_hash": prompt_hash(req.system, req.user), "options": list(req.options),
                 "chosen_option": g.option, "option_logprob": g.option_logprob,
-                **{f"alpha_{t}": req.steering[t] for t in TRAITS}, "seed": req.seed})
+                **{f"alpha_{t}": req.dose[t] for t in TRAITS}, "seed": req.seed,
+                "steering_mode": self.cfg.steering.mode})
         result.actions.append({
             "run_id": self.run_id, "tick": tick, "event_id": enc.event_id,
             "agent_id": agent.agent_id, "action_type": action.action_type,

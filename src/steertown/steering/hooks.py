@@ -12,11 +12,15 @@ fresh one). Left padding is harmless: padded positions are masked out as keys.
 The hook is O(B x H) per layer per step (one tiny matmul, precomputed once per batch),
 and skipped entirely when all alphas are zero, so an unsteered row is bit-identical to
 the unhooked model.
+
+Bases: the trait vectors are the default basis (key None). Other bases with the same
+shape (the placebo's random directions, see steering.modes) are added under a key, and
+each row may name its basis, so a batch can mix trait-steered and placebo rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -40,26 +44,61 @@ class SteeringHooks:
         self._deltas: dict[int, torch.Tensor | None] = {layer: None for layer in self.layers}
         blocks = decoder_layers(model)
         param = next(model.parameters())
-        self._dirs = {}
+        self._devices = {}
         for layer in self.layers:
             if not 1 <= layer <= len(blocks):
                 raise ValueError(f"layer {layer} out of range 1..{len(blocks)}")
             block = blocks[layer - 1]
             # Keep V on the block's own device (device_map may spread layers).
-            dev = next(block.parameters(), param).device
-            self._dirs[layer] = directions[layer].to(device=dev, dtype=torch.float32)
+            self._devices[layer] = next(block.parameters(), param).device
             self._handles.append(add_hook(model, layer, lambda layer=layer: self._deltas[layer]))
+        self._bases: dict[Hashable, dict[int, torch.Tensor]] = {}
+        self.add_basis(None, directions)
 
-    def set_alphas(self, alphas: torch.Tensor | None) -> None:
-        """Per-row steering for the next forward passes: alphas [B, T] or None (off)."""
+    def add_basis(self, key: Hashable, directions: dict[int, torch.Tensor]) -> None:
+        """Register per-layer [T, H] directions under `key` (None = the trait vectors)."""
+        self._bases[key] = {layer: directions[layer].to(device=self._devices[layer],
+                                                        dtype=torch.float32)
+                            for layer in self.layers}
+
+    def has_basis(self, key: Hashable) -> bool:
+        return key in self._bases
+
+    def basis(self, key: Hashable = None) -> dict[int, torch.Tensor]:
+        """The per-layer [T, H] directions of a basis (None = the trait vectors)."""
+        return self._bases[key]
+
+    def set_alphas(self, alphas: torch.Tensor | None,
+                   bases: Sequence[Hashable] | None = None) -> None:
+        """Per-row steering for the next forward passes: alphas [B, T] or None (off).
+
+        `bases[b]` names row b's basis (None or omitted = the trait vectors).
+        """
         if alphas is None or not torch.any(alphas != 0):
             self._deltas = {layer: None for layer in self.layers}
             return
         if alphas.dim() != 2 or alphas.shape[1] != len(self.traits):
             raise ValueError(f"alphas must be [batch, {len(self.traits)}], got {tuple(alphas.shape)}")
         a = alphas.to(torch.float32)
+        keys = [None] * a.shape[0] if bases is None else list(bases)
+        if len(keys) != a.shape[0]:
+            raise ValueError(f"{len(keys)} bases for {a.shape[0]} rows of alphas")
         # Precompute the per-row deltas once per batch: the hook itself is one add.
-        self._deltas = {layer: (a.to(v.device) @ v) for layer, v in self._dirs.items()}
+        deltas = {}
+        for layer in self.layers:
+            if all(k is None for k in keys):
+                v = self._bases[None][layer]
+                deltas[layer] = a.to(v.device) @ v
+                continue
+            d = None
+            for key in dict.fromkeys(keys):
+                v = self._bases[key][layer]
+                rows = torch.tensor([i for i, k in enumerate(keys) if k == key])
+                if d is None:
+                    d = torch.zeros(a.shape[0], v.shape[1], device=v.device)
+                d[rows.to(v.device)] = a[rows].to(v.device) @ v
+            deltas[layer] = d
+        self._deltas = deltas
 
     def select_rows(self, index: torch.Tensor) -> None:
         """Keep only the given rows' deltas (the decode loop drops finished rows)."""
@@ -67,9 +106,10 @@ class SteeringHooks:
                         for layer, d in self._deltas.items()}
 
     @contextmanager
-    def steered(self, alphas: torch.Tensor | None) -> Iterator[None]:
+    def steered(self, alphas: torch.Tensor | None,
+                bases: Sequence[Hashable] | None = None) -> Iterator[None]:
         """Run forward passes inside with the given per-row alphas; off afterwards."""
-        self.set_alphas(alphas)
+        self.set_alphas(alphas, bases)
         try:
             yield
         finally:

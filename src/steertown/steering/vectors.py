@@ -68,8 +68,29 @@ class TraitVectors:
         scale = self.unit[layer] / len(self.layers)
         return torch.stack([self.direction(t, layer) * scale for t in self.traits])
 
+    def placebo_matrix(self, layer: int, seed: int) -> torch.Tensor:
+        """[T, H] seeded random directions, row t with the norm of trait t's steering row.
+
+        The placebo control (steering.mode=placebo): agents' alphas multiply these instead
+        of the trait vectors, so the same amount of residual-stream change goes in a
+        direction unrelated to the trait. Fixed by the seed: one generator draws every
+        layer's matrix in `self.layers` order (independent of torch's global RNG).
+        """
+        m = self.steering_matrix(layer)
+        g = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+        for other in self.layers:
+            r = torch.randn(m.shape, generator=g, dtype=torch.float32)
+            if other == layer:
+                break
+        return r / r.norm(dim=1, keepdim=True) * m.norm(dim=1, keepdim=True)
+
     def vector_id(self) -> str:
         return str(self.meta.get("key", "unsaved"))
+
+
+def placebo_vector_id(vector_id: str, seed: int) -> str:
+    """The id a placebo run records: which seed, and which trait vectors gave the norms."""
+    return f"placebo-s{seed}-norms-of-{vector_id}"
 
 
 @torch.no_grad()

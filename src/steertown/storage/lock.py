@@ -1,82 +1,93 @@
-"""One writer per run directory: a lock file holding the owner's host and pid.
+"""One writer per run directory: an exclusive `flock` on `<run_dir>/.lock`.
 
-A lock of a dead pid on this host is stale (the owner was killed) and is taken over. A
-lock held from another host (a shared filesystem under a cluster) cannot be checked
-from here, so it is honoured until removed.
+The kernel holds the lock for the open file and drops it when the owner exits, however
+it dies (kill -9 included), so there are no stale locks to detect or take over, and no
+race between two processes taking over the same stale lock. The file itself stays (it is
+never deleted: deleting a lock file is what makes such races possible) and holds the
+owner's `host:pid`, for the message to whoever is refused. On a shared filesystem the
+lock is as good as the filesystem's `flock` (NFSv4: yes).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 from pathlib import Path
 
 HOST = socket.gethostname()
 
+# lock path -> (file descriptor, depth): re-entrant within one process
+_HELD: dict[Path, tuple[int, int]] = {}
+
 
 class RunLockedError(RuntimeError):
     """Another live process is writing this run directory."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunLock:
     """Context manager: `with RunLock(run_dir): ...`. Re-entrant within one process."""
 
     def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / ".lock"
+        self.path = (Path(run_dir) / ".lock").absolute()
         self.owned = False
 
-    def _read(self) -> tuple[str, int]:
+    def _holder(self) -> str:
         try:
-            host, _, pid = self.path.read_text().strip().rpartition(":")
-            return host or HOST, int(pid or 0)
-        except (OSError, ValueError):
-            return HOST, 0
+            return self.path.read_text().strip() or "unknown"
+        except OSError:
+            return "unknown"
 
-    def holder(self) -> str | None:
-        """`host:pid` of another live holder of the lock, else None."""
-        host, pid = self._read()
-        if not pid or (host == HOST and (pid == os.getpid() or not _alive(pid))):
-            return None
-        return f"{host}:{pid}"
+    def _refuse(self) -> RunLockedError:
+        host, _, pid = self._holder().rpartition(":")
+        return RunLockedError(
+            f"{self.path.parent}: in use by process {pid or '?'} on {host or HOST}; wait for "
+            "it or stop it (the lock goes away with its process)")
 
     def check(self) -> None:
-        """Raise RunLockedError if another live process holds the lock."""
-        if (who := self.holder()) is not None:
-            raise RunLockedError(
-                f"{self.path.parent}: in use by process {who.split(':')[-1]} on {who.rsplit(':', 1)[0]};"
-                " wait for it or stop it (a lock of a dead process is taken over automatically)")
+        """Raise RunLockedError if another process holds the lock (takes nothing)."""
+        if self.path in _HELD or not self.path.exists():
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise self._refuse() from None
+        finally:
+            os.close(fd)  # closing drops the shared lock taken for the test
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if self._read() == (HOST, os.getpid()):
-                    return  # this process already holds it
-                self.check()
-                self.path.unlink(missing_ok=True)  # stale: its owner is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{HOST}:{os.getpid()}")
+        """Take the lock, or raise RunLockedError naming the process that holds it."""
+        if self.path in _HELD:
+            fd, depth = _HELD[self.path]
+            _HELD[self.path] = (fd, depth + 1)
             self.owned = True
             return
-        raise RunLockedError(f"{self.path}: could not take the lock")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise self._refuse() from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{HOST}:{os.getpid()}".encode())
+        _HELD[self.path] = (fd, 1)
+        self.owned = True
 
     def release(self) -> None:
-        if self.owned:
-            self.path.unlink(missing_ok=True)
-            self.owned = False
+        """Give the lock back (the outermost release of this process unlocks it)."""
+        if not self.owned:
+            return
+        self.owned = False
+        fd, depth = _HELD[self.path]
+        if depth > 1:
+            _HELD[self.path] = (fd, depth - 1)
+            return
+        del _HELD[self.path]
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
     def __enter__(self) -> RunLock:
         self.acquire()

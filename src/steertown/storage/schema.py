@@ -10,7 +10,7 @@ Layout of `storage/dumps/<run_id>/`:
                                            chosen option and its log-probability)
   ticks/ticks_tNNNNN.parquet         one row per tick: counts, tokens, timings
   interactions/, agent_state/, society/, memories/   the town's social record (below)
-  checkpoints/ckpt_tNNNNN/           state after tick N (see sim.checkpoint)
+  checkpoints/ckpt_tNNNNN.safetensors   whole simulation state after tick N (sim.checkpoint)
   verification/, analysis/           outputs of the later stages
 Ticks are numbered from 1. Columns ending in `_seconds` are wall-clock timings: the only
 columns allowed to differ between a resumed and an uninterrupted run.
@@ -47,7 +47,8 @@ MESSAGES = pa.schema([
     pa.field("content", pa.string()),
     pa.field("tokens_in", pa.int64()), pa.field("tokens_out", pa.int64()),
     *ALPHA_FIELDS,
-    pa.field("strength", pa.float64()), pa.field("layers", pa.list_(pa.int64())),
+    pa.field("strength", pa.float64()), pa.field("steering_mode", pa.string()),
+    pa.field("layers", pa.list_(pa.int64())),
     pa.field("seed", pa.int64()),
     # What the generation saw: the memories retrieved into its prompt (ids of the
     # memories table), the prompt's hash, and its text when world.log_prompts is on.
@@ -84,7 +85,7 @@ DECISIONS = pa.schema([
     pa.field("options", pa.list_(pa.string())), pa.field("chosen_option", pa.string()),
     pa.field("option_logprob", pa.float64()),
     *ALPHA_FIELDS,
-    pa.field("seed", pa.int64()),
+    pa.field("seed", pa.int64()), pa.field("steering_mode", pa.string()),
 ])
 
 # One row per effect between two agents: TALK (detail "reply" when answering), HELP

@@ -87,8 +87,14 @@ class TraitSweep:
 
     @property
     def vs_random(self) -> float:
-        """Trait fd slope / largest random |fd slope| (> 1: beats every random direction)."""
-        return self.fd_slope / self.random_max if self.random_max > 0 else float("inf")
+        """Trait fd slope / largest random |fd slope| (> 1: beats every random direction).
+
+        A slope that is not positive is never "infinitely" better than a zero random
+        slope: it gets -inf there, so no threshold lets it pass.
+        """
+        if self.random_max > 0:
+            return self.fd_slope / self.random_max
+        return float("inf") if self.fd_slope > 0 else float("-inf")
 
     def to_dict(self) -> dict:
         return {"trait": self.trait, "margin": self.margin.to_dict(),

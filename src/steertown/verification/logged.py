@@ -38,20 +38,31 @@ def logged_checks(run: RunDir, num_files: int = 0, min_variance: float = 1e-4) -
     agents_steered = con.execute(
         f"SELECT count(DISTINCT agent_id) FROM m WHERE "
         f"{' OR '.join(f'abs({a}) > 1e-9' for a in alpha)}").fetchone()[0]
+    max_abs = con.execute(f"SELECT {', '.join(f'coalesce(max(abs({a})), 0)' for a in alpha)} "
+                          "FROM m").fetchone()
+    steered = [t for t, v in zip(TRAITS, max_abs, strict=True) if v > 1e-9]
     agent_var = dict(zip(TRAITS, per_agent[:5], strict=True))
+    row_var_by = dict(zip(TRAITS, row_var, strict=True))
+    # Every steered trait must vary (one varying trait must not carry four constant ones).
+    still_rows = [t for t in steered if row_var_by[t] <= min_variance]
+    still_agents = [t for t in steered if agent_var[t] <= min_variance]
     mean_traits = dict(zip(TRAITS, (m or 0.0 for m in means), strict=True))
     present = n > 0 and null_rows == 0
     return [
         Check("logged.present", present, True,
               f"{n - null_rows}/{n} message rows carry steering values",
               data={"rows": n, "missing": null_rows}),
-        Check("logged.variation", max(row_var) > min_variance, True,
+        Check("logged.variation", bool(steered) and not still_rows, True,
               "row variance per trait " + " ".join(f"{t}:{v:.3f}" for t, v in
-                                                   zip(TRAITS, row_var, strict=True)),
-              data={"row_variance": dict(zip(TRAITS, row_var, strict=True))}),
-        Check("logged.diversity", per_agent[5] > 1 and max(agent_var.values()) > min_variance,
+                                                   row_var_by.items()),
+              detail=(f"steered but constant: {', '.join(still_rows)}" if still_rows
+                      else "" if steered else "no trait is steered"),
+              data={"row_variance": row_var_by}),
+        Check("logged.diversity", per_agent[5] > 1 and bool(steered) and not still_agents,
               True, f"{per_agent[5]} agents; variance across agents "
               + " ".join(f"{t}:{v:.3f}" for t, v in agent_var.items()),
+              detail=f"steered but the same for every agent: {', '.join(still_agents)}"
+              if still_agents else "",
               data={"agents": per_agent[5], "agent_variance": agent_var}),
         Check("logged.nonzero_share", None if nonzero == 0 and n == 0 else nonzero > 0, False,
               f"{100 * nonzero:.0f}% of messages have non-zero steering; "

@@ -28,6 +28,7 @@ from steertown.inference.residual import captured, left_pad, pad_id
 from steertown.steering.contrast_data import load_contrast_data
 from steertown.storage.run_dir import RunDir, atomic_write_json
 from steertown.verification.check import Check
+from steertown.verification.decisions import decision_checks
 from steertown.verification.dose_response import (
     SweepPlan,
     cross_summary,
@@ -36,6 +37,7 @@ from steertown.verification.dose_response import (
 )
 from steertown.verification.inrun import inrun_checks, load_run_messages
 from steertown.verification.readouts import NEUTRAL_SYSTEM, Scorer
+from steertown.verification.text_measure import agreement_with_dose, text_checks
 
 # Defaults of every threshold and budget knob (reasons in docs/verification.md); a
 # manifest written before a knob existed falls back to them.
@@ -116,13 +118,16 @@ def check_batch(backend: Any, alphas: torch.Tensor, tokens: int = 8) -> Check:
     alone = [backend.generate_batch([r])[0] for r in reqs]
     same = [a.text == b.text and a.tokens_out == b.tokens_out
             for a, b in zip(together, alone, strict=True)]
-    exact_dtype = backend.describe().get("dtype") == "float32"
+    # Batch == single row is tested for float32 on CPU only; on CUDA float32 kernels may
+    # depend on the batch shape, so there the check informs rather than decides.
+    d = backend.describe()
+    exact_dtype = d.get("dtype") == "float32" and str(d.get("device", "cpu")).startswith("cpu")
     return Check(
         "mechanistic.batch", all(same), exact_dtype,
         f"{sum(same)}/{len(same)} rows of a mixed, left-padded batch equal their single-row "
         f"output ({tokens} new tokens, seeded)",
-        detail="" if exact_dtype else "not float32: exactness is only promised for equal-length "
-                                      "prompts, so this check is informative",
+        detail="" if exact_dtype else "not float32 on CPU: exactness is promised only there, "
+                                      "so this check is informative",
         data={"identical_rows": float(sum(same)), "rows": float(len(same))})
 
 
@@ -131,7 +136,10 @@ def dose_checks(result: Any, steered: list[str], vcfg: Any) -> list[Check]:
     checks = []
     for t, r in result.traits.items():
         m = r.margin
-        ok = (m.ci_low > knob(vcfg, "min_margin_slope") and m.rho >= knob(vcfg, "min_dose_rho")
+        # Positive slopes first: no threshold setting lets a flat or reversed trait pass.
+        ok = (m.slope > 0 and r.fd_slope > 0 and r.random_slopes != []
+              and m.ci_low > knob(vcfg, "min_margin_slope")
+              and m.rho >= knob(vcfg, "min_dose_rho")
               and r.vs_random > knob(vcfg, "min_vs_random"))
         checks.append(Check(
             f"dose.margin.{t}", ok, t in steered,
@@ -163,7 +171,9 @@ def control_checks(result: Any, steered: list[str], vcfg: Any) -> list[Check]:
         n_rand = len(next(iter(result.traits.values())).random_slopes)
         checks.append(Check(
             "control.random_directions",
-            all(ratios[t] > knob(vcfg, "min_vs_random") for t in steered if t in ratios), False,
+            n_rand > 0 and all(ratios[t] > knob(vcfg, "min_vs_random") and
+                               result.traits[t].fd_slope > 0 for t in steered if t in ratios),
+            False,
             f"trait slope / max |slope| of {n_rand} random directions of the same norm at "
             f"+-{result.control_coef:g}: " + ", ".join(f"{t} {v:.1f}x" for t, v in ratios.items()),
             data={f"{t}_vs_random": min(v, 1e6) for t, v in ratios.items()}))
@@ -207,6 +217,23 @@ def check_coherence(backend: Any, steered: list[str], strength: float, vcfg: Any
         + ", ".join(f"{k} {v:.1f}" for k, v in per.items()),
         data={"ppl_unsteered": base, "ppl_worst": worst, "ppl_ratio": ratio,
               **{f"ppl_{k}": v for k, v in per.items()}})
+
+
+def independent_text_checks(msgs: dict, steered: list[str], vcfg: Any, sweep: Any,
+                            inrun: list[Check]) -> list[Check]:
+    """The MiniLM text measure per trait, and which in-run measure agrees with the
+    dose-response slopes (see text_measure.py)."""
+    from steertown.inference import get_embedder
+
+    try:
+        embedder = get_embedder("minilm")
+    except FileNotFoundError as e:  # the MiniLM package is optional at run time
+        return [Check("text", None, False, "skipped", detail=str(e))]
+    inrun_rho = {c.name.split(".", 1)[1]: c.data["rho"] for c in inrun if "rho" in c.data}
+    text = text_checks(embedder, msgs, steered, vcfg.min_rho, inrun_rho, knob(vcfg, "seed"))
+    text_rho = {c.name.split(".", 1)[1]: c.data["rho"] for c in text if "rho" in c.data}
+    slopes = {t: r.margin.slope for t, r in sweep.traits.items()}
+    return text + [agreement_with_dose(slopes, {"text": text_rho, "inrun": inrun_rho})]
 
 
 def mech_alphas(traits: list[str], steered: list[str], strength: float) -> torch.Tensor:
@@ -253,9 +280,20 @@ def run_model_checks(run: RunDir, manifest: dict, backend: Any, vcfg: Any = None
     timings["dose_response"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    checks += inrun_checks(backend, msgs, steered, vcfg.min_rho,
-                           knob(vcfg, "messages_per_agent"), seed=knob(vcfg, "seed"))
+    dchecks, decision_detail = decision_checks(run, backend, steered, vcfg, knob)
+    checks += dchecks
+    timings["decisions"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    inrun = inrun_checks(backend, msgs, steered, vcfg.min_rho,
+                         knob(vcfg, "messages_per_agent"), seed=knob(vcfg, "seed"))
+    checks += inrun
     timings["inrun"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if knob(vcfg, "text_measure"):
+        checks += independent_text_checks(msgs, steered, vcfg, result, inrun)
+    timings["text"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     if steered:
@@ -267,6 +305,7 @@ def run_model_checks(run: RunDir, manifest: dict, backend: Any, vcfg: Any = None
                             detail="the run steers no trait (all logged alphas are 0)"))
     atomic_write_json(run.path / "verification" / "model_checks.json",
                       {"steered": steered, "run_max_alpha": run_max, "sweep": result.to_dict(),
+                       "decisions": decision_detail,
                        "seconds": {k: round(v, 2) for k, v in timings.items()},
                        "layers": list(backend.layers)})
     checks.append(Check("model.cost", True, False,

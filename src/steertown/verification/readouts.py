@@ -19,7 +19,7 @@ Readouts (both on held-out items only, never on the vectors' train pairs):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -31,13 +31,22 @@ NEUTRAL_SYSTEM = "You are a resident of a small town."
 LIKERT_PROMPT = ("How well does this statement describe you? Answer with one digit from 1 "
                  "(strongly disagree) to 5 (strongly agree).\nStatement: \"{statement}\"")
 
-Steer = tuple[str, float]  # (direction name, coefficient); ("", 0.0) = unsteered
+# (direction name, coefficient); ("", 0.0) = unsteered. A row steered along several
+# directions at once (an agent's own profile) is a tuple of such pairs.
+Steer = tuple[str, float] | tuple[tuple[str, float], ...]
 UNSTEERED: Steer = ("", 0.0)
 
 
 def norm_steer(steer: Steer) -> Steer:
     """Coefficient 0 is the same row whatever the direction: share it."""
+    if steer and isinstance(steer[0], tuple):
+        pairs = tuple(sorted((n, float(c)) for n, c in steer if c != 0))
+        return pairs if len(pairs) > 1 else (pairs[0] if pairs else UNSTEERED)
     return UNSTEERED if steer[1] == 0 else (steer[0], float(steer[1]))
+
+
+def _pairs(steer: Steer) -> tuple[tuple[str, float], ...]:
+    return tuple(steer) if steer and isinstance(steer[0], tuple) else (steer,)  # type: ignore[return-value]
 
 
 def random_directions(backend: Any, n: int, seed: int = 0) -> dict[str, dict[int, torch.Tensor]]:
@@ -74,16 +83,17 @@ class Scorer:
         alphas = torch.zeros(len(steers), len(self.traits))
         extra: dict[int, torch.Tensor] = {}
         hidden = self.b.model.config.hidden_size
-        for r, (name, coef) in enumerate(steers):
-            if coef == 0 or not name:
-                continue
-            if name in self.traits:
-                alphas[r, self.traits.index(name)] = coef
-            elif name in self.extra:
-                for layer, v in self.extra[name].items():
-                    extra.setdefault(layer, torch.zeros(len(steers), hidden))[r] = coef * v
-            else:
-                raise KeyError(f"unknown steering direction {name!r}")
+        for r, steer in enumerate(steers):
+            for name, coef in _pairs(steer):
+                if coef == 0 or not name:
+                    continue
+                if name in self.traits:
+                    alphas[r, self.traits.index(name)] += coef
+                elif name in self.extra:
+                    for layer, v in self.extra[name].items():
+                        extra.setdefault(layer, torch.zeros(len(steers), hidden))[r] += coef * v
+                else:
+                    raise KeyError(f"unknown steering direction {name!r}")
         return alphas, extra
 
     def _batches(self, lengths: list[int]) -> Iterator[list[int]]:
@@ -117,45 +127,59 @@ class Scorer:
                 out[i] = torch.log_softmax(head(h[r, p]).float(), dim=-1).cpu()
         return out  # type: ignore[return-value]
 
-    @torch.no_grad()
-    def continuation_logprobs(self, prompts: list[list[int]], steers: list[Steer],
-                              tails: list[list[list[int]]]) -> list[list[float]]:
-        """Mean log-prob per token of each of a prompt's k tails (same k for every prompt).
+    def tail_logits(self, prompts: list[list[int]], steers: list[Steer],
+                    tails: list[list[list[int]]],
+                    consume: Callable[[int, int, torch.Tensor], None]) -> None:
+        """Raw next-token logits over each of a prompt's tails: `consume(i, j, [len, V])`.
 
-        The steered prompt is run once and its KV cache shared by its k tails (the
-        prompt is about two thirds of a margin item's tokens). Tails are right-padded
-        after the left-padded prompts; padding at the end cannot affect earlier tokens.
+        Row s of the logits predicts tail token s (the prompt's last position predicts
+        the first). Prompts may have different numbers of tails. Each steered prompt is
+        run once and its KV cache shared by its tails (the prompt is most of the tokens);
+        tails are right-padded after the left-padded prompts, and padding at the end
+        cannot affect earlier tokens.
         """
-        k = len(tails[0])
-        out: list[list[float]] = [[] for _ in prompts]
         model, head = self.b.model, self.b.model.get_output_embeddings()
         dev = self.b.device
-        for idx in self._batches([len(p) + max(map(len, tails[i])) for i, p in enumerate(prompts)]):
-            ids, mask, pos = self._left_pad([prompts[i] for i in idx])
-            alphas, extra = self._steering([steers[i] for i in idx])
-            flat = [t for i in idx for t in tails[i]]  # row r's tails at r*k .. r*k+k-1
-            t_ids, t_mask = right_pad(flat, pad_id(self.b.tokenizer), dev)
-            tw = t_ids.shape[1]
-            t_pos = pos[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(tw, device=dev)
-            rep_extra = {layer: d.repeat_interleave(k, 0) for layer, d in extra.items()}
-            with self.b.steered(alphas), added(model, extra):
-                o = model.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                                use_cache=True)
-            cache = o.cache if hasattr(o, "cache") else o.past_key_values
-            cache.batch_repeat_interleave(k)
-            with self.b.steered(alphas.repeat_interleave(k, 0)), added(model, rep_extra):
-                h = model.model(input_ids=t_ids, position_ids=t_pos, cache=cache, use_cache=True,
-                                attention_mask=torch.cat([mask.repeat_interleave(k, 0), t_mask], 1)
-                                ).last_hidden_state
-            self.forward_tokens += ids.numel() + t_ids.numel()
-            last = o.last_hidden_state[:, -1].repeat_interleave(k, 0)
-            for j, t in enumerate(flat):
-                # Hidden state at position p predicts token p + 1: the prompt's last
-                # position predicts the tail's first token.
-                hs = torch.cat([last[j:j + 1], h[j, :len(t) - 1]], 0)
-                lp = torch.log_softmax(head(hs).float(), dim=-1)
-                tgt = torch.tensor(t, device=dev)[:, None]
-                out[idx[j // k]].append(float(lp.gather(-1, tgt).mean()))
+        lengths = [len(p) + max(map(len, tails[i])) for i, p in enumerate(prompts)]
+        with torch.no_grad():
+            for idx in self._batches(lengths):
+                ids, mask, pos = self._left_pad([prompts[i] for i in idx])
+                alphas, extra = self._steering([steers[i] for i in idx])
+                counts = torch.tensor([len(tails[i]) for i in idx])
+                rows = torch.repeat_interleave(torch.arange(len(idx)), counts)
+                owner = [(i, j) for i in idx for j in range(len(tails[i]))]
+                flat = [tails[i][j] for i, j in owner]
+                t_ids, t_mask = right_pad(flat, pad_id(self.b.tokenizer), dev)
+                tw = t_ids.shape[1]
+                dev_rows = rows.to(dev)
+                t_pos = pos[dev_rows, -1:] + 1 + torch.arange(tw, device=dev)
+                rep_extra = {layer: d[rows] for layer, d in extra.items()}
+                with self.b.steered(alphas), added(model, extra):
+                    o = model.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                    use_cache=True)
+                cache = o.cache if hasattr(o, "cache") else o.past_key_values
+                cache.batch_select_indices(dev_rows)  # row r's KV once per tail
+                with self.b.steered(alphas[rows]), added(model, rep_extra):
+                    h = model.model(input_ids=t_ids, position_ids=t_pos, cache=cache,
+                                    use_cache=True,
+                                    attention_mask=torch.cat([mask[dev_rows], t_mask], 1)
+                                    ).last_hidden_state
+                self.forward_tokens += ids.numel() + t_ids.numel()
+                last = o.last_hidden_state[dev_rows, -1]
+                for f, ((i, j), t) in enumerate(zip(owner, flat, strict=True)):
+                    hs = torch.cat([last[f:f + 1], h[f, :len(t) - 1]], 0)
+                    consume(i, j, head(hs).float())
+
+    def continuation_logprobs(self, prompts: list[list[int]], steers: list[Steer],
+                              tails: list[list[list[int]]]) -> list[list[float]]:
+        """Mean log-prob per token of each of a prompt's tails (see `tail_logits`)."""
+        out: list[list[float]] = [[0.0] * len(t) for t in tails]
+
+        def mean_logprob(i: int, j: int, logits: torch.Tensor) -> None:
+            tgt = torch.tensor(tails[i][j], device=logits.device)[:, None]
+            out[i][j] = float(torch.log_softmax(logits, dim=-1).gather(-1, tgt).mean())
+
+        self.tail_logits(prompts, steers, tails, mean_logprob)
         return out
 
 

@@ -9,16 +9,16 @@ import numpy as np
 
 
 def ranks(x: Sequence[float]) -> np.ndarray:
-    """Ranks 1..n with ties averaged (as Spearman needs)."""
+    """Ranks 1..n with ties averaged (as Spearman needs); vectorised, O(n log n)."""
     a = np.asarray(x, dtype=float)
     order = np.argsort(a, kind="mergesort")
-    r = np.empty(len(a))
-    r[order] = np.arange(1, len(a) + 1)
-    for v in np.unique(a):  # average tied ranks
-        tied = a == v
-        if tied.sum() > 1:
-            r[tied] = r[tied].mean()
-    return r
+    inv = np.empty(len(a), dtype=np.intp)
+    inv[order] = np.arange(len(a))
+    s = a[order]
+    new_value = np.r_[True, s[1:] != s[:-1]] if len(s) else np.array([], bool)
+    group = np.cumsum(new_value)[inv]  # 1-based group of each element
+    bounds = np.r_[np.nonzero(new_value)[0], len(a)]  # first index of each group, then n
+    return 0.5 * (bounds[group] + bounds[group - 1] + 1)
 
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float:

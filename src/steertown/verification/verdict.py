@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from steertown.storage.run_dir import RunDir, atomic_write_bytes, atomic_write_json
+from steertown.storage.run_dir import RunDir, RunDirError, atomic_write_bytes, atomic_write_json
 from steertown.verification.check import Check
 from steertown.verification.logged import logged_checks
 
@@ -20,17 +20,48 @@ def verify_run(run_dir: str | Path, num_files: int = 0, backend=None, vcfg=None)
     """
     run = RunDir(run_dir).require()
     manifest = run.read_manifest()
+    if backend is not None:
+        check_backend_matches(manifest, backend)
     checks: list[Check] = logged_checks(run, num_files)
     checks += model_checks(run, manifest, backend, vcfg, num_files)
-    required = [c for c in checks if c.required and c.passed is not None]
-    verdict = "PASS" if all(c.passed for c in required) else "FAIL"
-    report = {"run_id": run.run_id, "verdict": verdict,
+    report = {"run_id": run.run_id, "verdict": verdict_of(checks),
               "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "num_files": num_files, "checks": [c.to_dict() for c in checks]}
     out = run.path / "verification"
     atomic_write_json(out / "report.json", report)
     atomic_write_bytes(out / "report.md", format_markdown(report).encode())
     return report
+
+
+def verdict_of(checks: list[Check]) -> str:
+    """FAIL if a required check failed; NOT VERIFIED if one could not run (skipped), so
+    a run whose model checks were skipped never reads as PASS; else PASS."""
+    required = [c for c in checks if c.required]
+    if any(c.passed is False for c in required):
+        return "FAIL"
+    if any(c.passed is None for c in required):
+        return "NOT VERIFIED"
+    return "PASS"
+
+
+class BackendMismatchError(RunDirError):
+    """The loaded backend is not the one the run was generated with (a user error:
+    `steertown verify` prints it as one line)."""
+
+
+def check_backend_matches(manifest: dict, backend) -> None:
+    """Refuse (one-line BackendMismatchError) when the loaded backend's model, vectors,
+    dtype or layers differ from what the run's manifest recorded at load time."""
+    recorded = manifest.get("model") or {}
+    if not recorded or getattr(backend, "name", "") == "mock":
+        return
+    loaded = backend.describe()
+    diffs = [f"{k} {recorded[k]!r} (run) != {loaded.get(k)!r} (loaded)"
+             for k in ("backend", "model_id", "vector_id", "dtype", "layers")
+             if k in recorded and recorded[k] != loaded.get(k)]
+    if diffs:
+        raise BackendMismatchError(
+            "verify: the loaded backend does not match the run's manifest: " + "; ".join(diffs))
 
 
 def run_verification_config(manifest: dict):
@@ -63,11 +94,14 @@ def model_checks(run: RunDir, manifest: dict, backend, vcfg=None,
             # crash of the verify stage after a long run.
             return [Check("model", False, True, "model checks could not run",
                           detail=f"{type(e).__name__}: {e}")]
-    return [Check("model", None, False, "skipped", detail=reason)]
+    # Required: a run whose model checks did not run is "NOT VERIFIED", never PASS.
+    return [Check("model", None, True, "not verified", detail=reason)]
 
 
 def format_line(c: dict) -> str:
-    status = "SKIP" if c["passed"] is None else ("PASS" if c["passed"] else "FAIL")
+    """One check as a terminal line: mark, PASS/FAIL/SKIP (NOT VERIFIED if required)."""
+    skip = "NOT VERIFIED" if c["required"] else "SKIP"
+    status = skip if c["passed"] is None else ("PASS" if c["passed"] else "FAIL")
     req = "" if c["required"] else " (informative)"
     return f"{'✓' if c['passed'] else ('-' if c['passed'] is None else '✗')} {status}: " \
            f"{c['name']}{req}: {c['figure']}" + (f" [{c['detail']}]" if c.get("detail") else "")
@@ -78,7 +112,8 @@ def format_markdown(report: dict) -> str:
              f"**Verdict: {report['verdict']}** (required checks only)", "",
              "| check | result | required | figure |", "|---|---|---|---|"]
     for c in report["checks"]:
-        res = "skip" if c["passed"] is None else ("pass" if c["passed"] else "FAIL")
+        skip = "not verified" if c["required"] else "skip"
+        res = skip if c["passed"] is None else ("pass" if c["passed"] else "FAIL")
         fig = c["figure"] + (f" ({c['detail']})" if c.get("detail") else "")
         fig = fig.replace("|", "\\|")  # figures say |slope|: keep the table intact
         lines.append(f"| {c['name']} | {res} | {'yes' if c['required'] else 'no'} | {fig} |")

@@ -1,4 +1,5 @@
-"""Multi-GPU plan (the guide's future work): pure logic, no Prefect, no torch.
+"""Several GPUs (the guide's future work): replica planning and a sharded backend. No
+Prefect, no torch.
 
 Two ways to use several GPUs, which combine:
 
@@ -8,8 +9,11 @@ Two ways to use several GPUs, which combine:
 - **Within a run** (a big town): `ShardedBackend` puts one model replica per device
   (`plan_replicas`) and splits every batch across the replicas, in threads, merging the
   results back into request order. Requests carry their own steering and sampling seed,
-  so a row's output does not depend on its batch neighbours: sharding changes speed,
-  never results.
+  so a row's output does not depend on its batch neighbours as far as the device's
+  kernels are batch-invariant: on CPU in float32 they are (tested); on CUDA nothing here
+  is tested and float32 alone does not make kernels batch-invariant (see docs/scaling.md).
+  Everything but generation (vectors, hooks, `hidden_at`, `steered`, `prompt_ids`...)
+  goes to the first replica: verification and preflight measure one replica.
 """
 
 from __future__ import annotations
@@ -149,6 +153,15 @@ class ShardedBackend:
         self.name = self.replicas[0].name
         self.layers = list(self.replicas[0].layers)
         self._pool = ThreadPoolExecutor(len(self.replicas), thread_name_prefix="replica")
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for attributes not defined here: what verification and preflight
+        # read (traits, vectors, tokenizer, model, loaded, device, cfg, hidden_at, steered,
+        # prompt_ids, reply_logprobs, ...) comes from the first replica. The replicas are
+        # the same weights and vectors, so one replica stands for all of them.
+        if name == "replicas":  # not set yet (during unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.replicas[0], name)
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         return self.replicas[0].count_prompt_tokens(request)

