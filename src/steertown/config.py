@@ -57,10 +57,10 @@ class InferenceConfig:
     # Action lines stop at the end of their first full sentence (>= 4 words of free text):
     # a 135M model that goes on past one sentence mostly drifts into assistant-speak.
     stop_at_sentence: bool = True
-    # Whether the repetition penalty also counts the prompt's tokens (HF's convention). Off:
-    # counting them penalised every option word the prompt mentions (the example lines), so
-    # the one action word it did not mention won the constrained choice (docs/text_quality.md).
-    penalize_prompt_tokens: bool = False
+    # Whether the repetition penalty of free text also counts the prompt's tokens (so lines
+    # are not copied from the prompt). Option choices are never penalised: penalising the
+    # option words the prompt mentions handed the turn to whichever word it did not mention.
+    penalize_prompt_tokens: bool = True
     # Work lines in the first person: after the "Work: I" option, second-person words are
     # masked (a 135M chat model otherwise keeps addressing a "you" like an assistant).
     first_person_work: bool = True

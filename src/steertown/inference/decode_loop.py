@@ -52,6 +52,8 @@ class DecodeLoop:
     tokenizer: Any
     traits: list[str]
     vocab_size: int
+    # True when `_open` honours `request.placebo_seed` (steering on placebo directions).
+    supports_placebo: bool = False
 
     def _init_decoding(self) -> None:
         tok = self.tokenizer
@@ -136,7 +138,12 @@ class DecodeLoop:
             return []
         inf = self.cfg.inference
         prompts = [self.prompt_ids(r.system, r.user) for r in requests]
-        alphas = self.alphas_for([r.steering if self.cfg.steering.enabled else {} for r in requests])
+        # The engine already routed each agent's dose by steering mode (steering.modes):
+        # add what the request says. Placebo rows need a backend that builds that basis.
+        if not self.supports_placebo and any(r.placebo_seed is not None for r in requests):
+            raise NotImplementedError(f"{type(self).__name__} cannot steer on placebo "
+                                      "directions (steering.mode=placebo)")
+        alphas = self.alphas_for([r.steering for r in requests])
         gens = []
         for r in requests:
             g = torch.Generator(device="cpu")
@@ -153,7 +160,7 @@ class DecodeLoop:
         chosen_option = [""] * len(requests)
         option_lp: list[float | None] = [0.0 if t is not None else None for t in tries]
         seen = torch.zeros(len(requests), self.vocab_size, dtype=torch.bool)
-        if inf.penalize_prompt_tokens:  # HF's convention; off by default (see InferenceConfig)
+        if inf.penalize_prompt_tokens:  # in free text only (see InferenceConfig)
             for i, p in enumerate(prompts):
                 seen[i, p] = True
         stop_reason = ["length"] * len(requests)
@@ -164,7 +171,10 @@ class DecodeLoop:
             while True:
                 last = logits.float().cpu()
                 raw = last  # before penalty/temperature: what decision replay re-scores
-                last = apply_repetition_penalty(last, seen[torch.tensor(active)],
+                # No penalty while an option is being chosen: the choice is the model's
+                # (and the steering's), not a side effect of which words the prompt used.
+                free = torch.tensor([nodes[i] is None for i in active])
+                last = apply_repetition_penalty(last, seen[torch.tensor(active)] & free[:, None],
                                                 inf.repetition_penalty)
                 for b, i in enumerate(active):
                     if nodes[i] is not None:
