@@ -36,6 +36,14 @@ ACTIONS = {
         ("a1", "WORK", "library", "library", True, None, True),
         ("a3", "REST", "home", "home", True, None, True)],
 }
+# Free-text quality labels of the Talk/Work messages (Move/Rest: none): 3 of 6 usable.
+QUALITY = {(1, "a0"): "ok", (2, "a0"): "repeat", (1, "a1"): "ok", (2, "a1"): "template_leak",
+           (2, "a2"): "garbage", (3, "a1"): "ok"}
+# Decisions with someone present (a Talk option offered): 3, of which 2 chose Talk.
+DECISIONS = {(1, "a0"): (["Talk A1:", "Work: I", "Rest"], "Talk A1:"),
+             (1, "a1"): (["Work: I", "Rest"], "Work: I"),
+             (2, "a0"): (["Move park", "Talk A2:", "Work: I"], "Talk A2:"),
+             (2, "a2"): (["Talk A3:", "Work: I", "Rest"], "Work: I")}
 TICK_SECONDS = {1: (2.0, 1.0), 2: (3.0, 1.5), 3: (4.0, 3.0)}  # tick: (tick_s, model_s)
 
 
@@ -58,14 +66,20 @@ def build_run(storage: Path, run_id: str = "synth", arm: str = "fast", seed: int
          **dict(zip(TRAITS, v, strict=True))}
         for a, v in AGENTS.items()])
     for tick, acts in ACTIONS.items():
-        actions, messages = [], []
+        actions, messages, decisions = [], [], []
         for ev, (agent, atype, loc, loc_after, ok, reason, parsed) in enumerate(acts):
             actions.append({"run_id": run_id, "tick": tick, "event_id": ev, "agent_id": agent,
                             "action_type": atype, "target": None, "location": loc,
                             "location_after": loc_after, "success": ok,
                             "failure_reason": reason, "parsed": parsed})
             messages.append(_message(run_id, tick, ev, agent, "action", loc, 100,
-                                     TOKENS_OUT[atype]))
+                                     TOKENS_OUT[atype]) | {"quality": QUALITY.get((tick, agent),
+                                                                                 "none")})
+            if (tick, agent) in DECISIONS:
+                options, chosen = DECISIONS[(tick, agent)]
+                decisions.append({"run_id": run_id, "tick": tick, "event_id": ev,
+                                  "agent_id": agent, "options": options,
+                                  "chosen_option": chosen})
         reflections = []
         if tick == 3:
             messages.append(_message(run_id, tick, -1, "a0", "reflection", "square", 200, 30))
@@ -80,7 +94,8 @@ def build_run(storage: Path, run_id: str = "synth", arm: str = "fast", seed: int
                   "tick_seconds": tick_s * time_scale, "model_seconds": model_s * time_scale,
                   "other_seconds": (tick_s - model_s) * time_scale}]
         rd.write_tick(tick, {"actions": actions, "messages": messages,
-                             "reflections": reflections, "ticks": ticks})
+                             "reflections": reflections, "ticks": ticks,
+                             "decisions": decisions})
     if verification is not None:
         from steertown.storage.run_dir import atomic_write_json
         atomic_write_json(rd.path / "verification" / "report.json", verification)
@@ -94,7 +109,7 @@ def _message(run_id: str, tick: int, ev: int, agent: str, kind: str, loc: str,
             "location": loc, "content": f"{agent} {kind} at tick {tick}",
             "tokens_in": tokens_in, "tokens_out": tokens_out,
             **{f"alpha_{t}": v for t, v in coeffs.items()},
-            "strength": 1.0, "layers": [16], "seed": tick * 100 + ev}
+            "strength": 1.0, "layers": [16], "seed": tick * 100 + ev, "quality": "none"}
 
 
 VERIFICATION = {

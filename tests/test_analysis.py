@@ -108,6 +108,20 @@ def test_behaviour_correlations_match_scipy(summary):
     assert summary["key_metrics"]["spearman_WORK_C"] == pytest.approx(hyp[("WORK", "C")]["spearman"])
 
 
+def test_text_quality(summary):
+    tq = summary["text_quality"]
+    assert tq["free_text_lines"] == 6
+    assert tq["usable_share"] == pytest.approx(0.5)
+    assert tq["labels"] == {"ok": 3, "garbage": 1, "repeat": 1, "template_leak": 1}
+    by = {(r["action_type"], r["label"]): r["count"] for r in tq["by_action_type"]}
+    assert by == {("TALK", "ok"): 1, ("TALK", "repeat"): 1, ("WORK", "ok"): 2,
+                  ("WORK", "template_leak"): 1, ("WORK", "garbage"): 1}
+    assert tq["talk_when_met"] == {"decisions": 3, "talks": 2, "share": pytest.approx(2 / 3)}
+    km = summary["key_metrics"]
+    assert km["usable_text_share"] == pytest.approx(0.5)
+    assert km["talk_share_when_met"] == pytest.approx(2 / 3, abs=1e-6)
+
+
 def test_charts_written(run, tmp_path):
     charts = draw_charts(run, tmp_path)
     assert set(charts) == set(CHART_NAMES)

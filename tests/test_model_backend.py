@@ -101,7 +101,60 @@ def test_per_row_limits_and_action_line_stop(backend, decoding):
     assert res[1].tokens_out <= 3
     for r in res:
         assert "\n" not in r.text
-        assert r.extra["stop"] in ("eos", "newline", "length")
+        assert r.extra["stop"] in ("eos", "newline", "length", "sentence")
+
+
+@pytest.mark.model
+def test_repetition_penalty_scope(backend, decoding):
+    """inference.penalize_prompt_tokens: the penalty counts the prompt's tokens only when on
+    (greedy, so only the penalty's history can change the tokens)."""
+    decoding.inference.temperature = 0.0
+    decoding.inference.repetition_penalty = 1.5
+    reqs = _requests(max_new=16)
+    decoding.inference.penalize_prompt_tokens = False
+    reply_only = backend.generate_batch(reqs)
+    decoding.inference.penalize_prompt_tokens = True
+    with_prompt = backend.generate_batch(reqs)
+    assert [a.text for a in reply_only] != [b.text for b in with_prompt]
+
+
+@pytest.mark.model
+def test_first_person_work_lines(backend, decoding):
+    """inference.first_person_work: no second-person words after the "Work: I" option."""
+    import re
+
+    you = re.compile(r"\byou(?:r|rs|rself)?\b", re.I)
+    reqs = [GenerationRequest(f"w{i}", "You are a helpful assistant.",
+                              "Greet the user and offer to help them with their question.",
+                              {}, 24, seed=70 + i, kind="action", stop_at_newline=True,
+                              options=("Work: I",)) for i in range(4)]
+    decoding.inference.temperature = 0.8
+    decoding.inference.first_person_work = False
+    free = backend.generate_batch(reqs)
+    decoding.inference.first_person_work = True
+    masked = backend.generate_batch(reqs)
+    assert any(you.search(r.text) for r in free)  # the prompt does draw "you" out
+    assert all(r.text.startswith("Work: I") and not you.search(r.text) for r in masked)
+
+
+@pytest.mark.model
+def test_action_lines_stop_after_one_sentence(backend, decoding):
+    """inference.stop_at_sentence: a free-text action line ends with its first full sentence."""
+    from steertown.inference.constrained import sentence_done
+
+    decoding.inference.temperature = 0.8
+    reqs = [dataclasses.replace(r, options=("Work: I",), max_new_tokens=40, stop_at_newline=True)
+            for r in _requests(kind="action")]
+    decoding.inference.stop_at_sentence = False
+    long = backend.generate_batch(reqs)
+    decoding.inference.stop_at_sentence = True
+    short = backend.generate_batch(reqs)
+    assert all(r.extra["stop"] != "sentence" for r in long)
+    assert any(r.extra["stop"] == "sentence" for r in short)
+    for a, b in zip(long, short, strict=True):
+        assert a.text.startswith(b.text)  # same tokens up to the stop
+        if b.extra["stop"] == "sentence":
+            assert sentence_done(b.text) and b.tokens_out < a.tokens_out
 
 
 @pytest.mark.model

@@ -61,6 +61,7 @@ def test_run_params_metrics_artifacts(store, tmp_path):
     sr = client.get_metric_history(mlflow_id, "success_rate")
     assert sorted((m.step, round(m.value, 4)) for m in sr) == [(1, 0.75), (2, 0.75), (3, 1.0)]
     assert r.data.metrics["summary.success_rate"] == pytest.approx(9 / 11, abs=1e-6)
+    assert r.data.metrics["summary.usable_text_share"] == pytest.approx(0.5)  # 3 of 6 lines
     arts = {a.path for a in client.list_artifacts(mlflow_id)}
     assert {"manifest.json", "analysis"} <= arts
     assert (root / "mlartifacts").is_dir()  # artifacts beside the sqlite database

@@ -54,6 +54,16 @@ class InferenceConfig:
     top_p: float = 0.9
     repetition_penalty: float = 1.1
     adaptive_tokens: bool = True  # per-action token caps + stop at end of action
+    # Action lines stop at the end of their first full sentence (>= 4 words of free text):
+    # a 135M model that goes on past one sentence mostly drifts into assistant-speak.
+    stop_at_sentence: bool = True
+    # Whether the repetition penalty of free text also counts the prompt's tokens (so lines
+    # are not copied from the prompt). Option choices are never penalised: penalising the
+    # option words the prompt mentions handed the turn to whichever word it did not mention.
+    penalize_prompt_tokens: bool = True
+    # Work lines in the first person: after the "Work: I" option, second-person words are
+    # masked (a 135M chat model otherwise keeps addressing a "you" like an assistant).
+    first_person_work: bool = True
     # REFLECT 32: a plan is "one or two sentences" and is cut to 300 characters anyway;
     # uncapped reflections ran to 48 tokens and were over half of a run's decode steps.
     max_new_tokens_by_action: dict[str, int] = field(

@@ -13,15 +13,23 @@ from steertown.world.town import Town
 
 ACCEPT_OPTION = "Accept invite"
 
+# The reply format as a short worked example, not as placeholders: a 135M model copies
+# "<place>" and "<what you say>" literally and answers like an assistant. The example sits
+# in the system prompt, which is the per-agent prefix whose KV is cached across ticks.
+# No trait words: the example lines are plain and neutral.
+EXAMPLE_TALK = "Ben, are you coming to the market later?"
+EXAMPLE_WORK = "I stack the chairs and sweep the floor."
 ACTION_FORMAT = (
-    "Reply with exactly one line, one of:\n"
-    "Move <place>\n"
-    "Talk <name>: <what you say>\n"
-    "Work: <what you do>\n"
-    "Help <name>\n"
-    "Invite <name> to <place>\n"
-    "Rest"
+    "Each turn you answer with one line, for example:\n"
+    f"Talk Ben: {EXAMPLE_TALK}\n"
+    "Move park\n"
+    f"Work: {EXAMPLE_WORK}\n"
+    "Rest\n"
+    "Say what you say or do yourself, in one short sentence."
 )
+# The Work option is a first-person prefix: the model continues "Work: I ..." with what it
+# does, instead of addressing a "you" like an assistant (it continues: it has a ':').
+WORK_OPTION = "Work: I"
 
 
 def persona(agent: Agent) -> str:
@@ -47,7 +55,7 @@ def action_options(agent: Agent, town: Town, others: list[str]) -> tuple[str, ..
             *(f"Help {o}" for o in able("HELP", others)),
             *(f"Invite {o} to {place}" for o in able("INVITE", others)),
             *((ACCEPT_OPTION,) if agent.invite else ()),
-            *(("Work:",) if able("WORK", ["Work:"]) else ()), "Rest")
+            *((WORK_OPTION,) if able("WORK", [WORK_OPTION]) else ()), "Rest")
 
 
 def action_prompt(agent: Agent, town: Town, others: list[str], transcript: list[str],
@@ -73,13 +81,20 @@ def action_prompt(agent: Agent, town: Town, others: list[str], transcript: list[
     lines.append(f"Places next to you: {', '.join(town.public_neighbours(agent.location))}"
                  + (f", {agent.home}." if agent.home in town.neighbours(agent.location) else "."))
     if transcript:
-        lines.append("Recently said here:\n" + "\n".join(f"- {t}" for t in transcript))
+        lines.append("Recently said here:\n" + "\n".join(f"- {_quoted(t)}" for t in transcript))
     if memories:
         lines.append("You remember:\n" + "\n".join(f"- {m}" for m in memories))
     if agent.plan:
         lines.append(f"Your plan: {agent.plan}")
-    lines.append("What do you do now? One line.")
+    lines.append(f"Do you talk to {' or '.join(others)}, or do something else?" if others
+                 else "What do you do now?")
     return "\n".join(lines)
+
+
+def _quoted(line: str) -> str:
+    """'Ben: hello' -> 'Ben said: "hello"' (quoting keeps the words apart from the format)."""
+    who, sep, what = line.partition(": ")
+    return f'{who} said: "{what}"' if sep else line
 
 
 def reflection_prompt(agent: Agent, memories: list[str], tick: int) -> str:

@@ -19,7 +19,8 @@ from steertown.config import TRAITS
 from steertown.storage import schema
 from steertown.storage.run_dir import RunDir, RunDirError
 
-TABLE_NAMES: tuple[str, ...] = ("agents", "actions", "messages", "reflections", "ticks")
+TABLE_NAMES: tuple[str, ...] = ("agents", "actions", "messages", "reflections", "ticks",
+                                 "decisions")
 
 # Trait bands by the agent's assigned coefficient (the brief's thresholds).
 BAND_LOW, BAND_HIGH = -0.33, 0.33
@@ -117,6 +118,28 @@ def agent_activity(con) -> list[dict]:
                coalesce(m.tokens_out, 0) AS tokens_out
         FROM ids LEFT JOIN a USING (agent_id) LEFT JOIN m USING (agent_id)
         ORDER BY ids.agent_id""")
+
+
+def quality_labels(con) -> list[dict]:
+    """Free-text quality labels of action messages (messages.quality) per action type.
+
+    Move/Rest (`none`) are left out; messages of runs written before the label existed
+    count as `unlabelled`.
+    """
+    return rows(con, """
+        SELECT a.action_type, coalesce(m.quality, 'unlabelled') AS label, count(*) AS count
+        FROM messages m JOIN actions a USING (tick, event_id, agent_id)
+        WHERE m.kind = 'action' AND coalesce(m.quality, '') != 'none'
+        GROUP BY ALL ORDER BY a.action_type, count DESC, label""")
+
+
+def talk_when_met(con) -> dict:
+    """Decisions where someone was present (a Talk option was offered) and how many talked."""
+    return one(con, """
+        SELECT count(*) AS decisions,
+               count(*) FILTER (WHERE chosen_option LIKE 'Talk %') AS talks
+        FROM decisions
+        WHERE len(list_filter(options, lambda o: o LIKE 'Talk %')) > 0""")
 
 
 def tokens_by_action_type(con) -> list[dict]:

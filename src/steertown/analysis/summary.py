@@ -2,7 +2,8 @@
 
 Sections (the guide's list plus behaviour against traits): action distribution, agent
 activity, token usage, steering profiles, temporal dynamics, success/failure rates,
-behaviour vs traits, timings, the society (analysis/society.py) and the behavioural
+behaviour vs traits, timings, the quality of agents' free text (usable share, labels, Talk
+share where someone was present), the society (analysis/society.py) and the behavioural
 fingerprint (analysis/fingerprint.py). Written to `<run_dir>/analysis/summary.json`.
 """
 
@@ -44,6 +45,24 @@ def _behaviour(con) -> dict[str, Any]:
     return {"hypotheses": hypotheses, "matrix": matrix}
 
 
+def _text_quality(con) -> dict[str, Any]:
+    """Share of usable free text (Talk/Work lines labelled `ok`) and the label breakdown."""
+    by_type = q.quality_labels(con)
+    labels: dict[str, int] = {}
+    for r in by_type:
+        labels[r["label"]] = labels.get(r["label"], 0) + r["count"]
+    labelled = sum(n for lab, n in labels.items() if lab != "unlabelled")
+    met = q.talk_when_met(con)
+    return {
+        "free_text_lines": sum(labels.values()),
+        "usable_share": round(labels.get("ok", 0) / labelled, 6) if labelled else None,
+        "labels": dict(sorted(labels.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "by_action_type": by_type,
+        "talk_when_met": {**met, "share": round(met["talks"] / met["decisions"], 6)
+                          if met.get("decisions") else None},
+    }
+
+
 def key_metrics(summary: dict[str, Any]) -> dict[str, float]:
     """Flat numeric headline metrics of a summary (what MLflow logs and `compare` reads)."""
     c, tok, tim, st = (summary["counts"], summary["tokens"]["totals"], summary["timings"],
@@ -59,6 +78,8 @@ def key_metrics(summary: dict[str, Any]) -> dict[str, float]:
         "total_tick_seconds": tim.get("total_tick_seconds"),
         "model_seconds_share": tim.get("model_seconds_share"),
         "nonzero_steering_share": st["presence"].get("nonzero_share"),
+        "usable_text_share": summary["text_quality"]["usable_share"],
+        "talk_share_when_met": summary["text_quality"]["talk_when_met"]["share"],
     }
     for row in st["traits"]:
         m[f"alpha_mean_{row['trait']}"] = row["logged_mean"]
@@ -129,6 +150,7 @@ def analyze_run(run_dir: Path) -> dict[str, Any]:
                 "failure_reasons": q.failure_reasons(con),
             },
             "behaviour_vs_trait": _behaviour(con),
+            "text_quality": _text_quality(con),
             "timings": q.timings(con),
         }
     finally:

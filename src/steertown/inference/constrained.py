@@ -4,12 +4,13 @@ A 135M model often ignores an output format. Constraining the start of each acti
 to the actions the world allows here ("Move park", "Talk Ben:", "Work:", "Rest") makes
 every reply parseable, while the model (and so the steering) still chooses *which*
 option through its logits: disallowed tokens are masked, the rest renormalised. An
-option ending in ":" continues with free text (what is said or done); any other option
+option with a ":" continues with free text (what is said or done); any other option
 ends the reply, which also saves the tokens a MOVE or REST does not need.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -60,5 +61,18 @@ class OptionTrie:
 
     @staticmethod
     def continues(option: str) -> bool:
-        """Whether free text follows the option (it ends with ':')."""
-        return option.endswith(":")
+        """Whether free text follows the option: it has a ':' ("Talk Ben:", or "Work: I",
+        a prefix the free text continues)."""
+        return ":" in option
+
+
+_SENTENCE_END = re.compile(r"[.!?][\"')]*$")
+SENTENCE_MIN_WORDS = 4
+
+
+def sentence_done(text: str) -> bool:
+    """Whether an action reply's free text (after the option's ':') ends a full sentence of
+    at least SENTENCE_MIN_WORDS words: where a one-sentence action line stops."""
+    _, sep, free = text.partition(":")
+    free = free.strip()
+    return bool(sep) and len(free.split()) >= SENTENCE_MIN_WORDS and bool(_SENTENCE_END.search(free))

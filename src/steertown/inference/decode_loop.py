@@ -12,6 +12,7 @@ equals its single-row output whenever the runtime's logits for it are batch-inde
 
 from __future__ import annotations
 
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from typing import Any, Protocol
 import torch
 
 from steertown.inference.backend import GenerationRequest, GenerationResult
-from steertown.inference.constrained import OptionTrie
+from steertown.inference.constrained import OptionTrie, sentence_done
 from steertown.inference.residual import chat_ids, pad_id
 from steertown.inference.sampling import apply_repetition_penalty, choose_tokens
 
@@ -35,6 +36,9 @@ class Stepper(Protocol):
     def keep(self, rows: list[int]) -> None:
         """Keep only these batch positions (KV cache, mask and steering rows)."""
         ...
+
+
+_YOU = re.compile(r"you(?:r|rs|rself|rselves|'re|'ve|'ll|'d)?")
 
 
 class DecodeLoop:
@@ -60,10 +64,22 @@ class DecodeLoop:
         self._tries: dict[tuple[str, ...], OptionTrie] = {}
         self._prompt_cache: OrderedDict[tuple[str, str], list[int]] = OrderedDict()
         self._prefix_ids: dict[str, list[int]] = {}
+        self._you_mask: torch.Tensor | None = None
 
     def _open(self, requests: list[GenerationRequest], prompts: list[list[int]],
               alphas: torch.Tensor) -> tuple[torch.Tensor, Stepper, list[str]]:
         raise NotImplementedError
+
+    def _second_person(self) -> torch.Tensor:
+        """Vocabulary mask of second-person words ("you", " Your", "yourself", ...), built once:
+        a Work line says what the agent does, and "you" there is the assistant talking."""
+        if self._you_mask is None:
+            mask = torch.zeros(self.vocab_size, dtype=torch.bool)
+            for tid in range(min(self.vocab_size, len(self.tokenizer))):
+                if _YOU.fullmatch(self.tokenizer.decode([tid]).strip().lower()):
+                    mask[tid] = True
+            self._you_mask = mask
+        return self._you_mask
 
     def _close(self) -> None:
         """Called after every batch, also on errors (e.g. switch steering off)."""
@@ -136,6 +152,7 @@ class DecodeLoop:
         limits = [max(1, int(r.max_new_tokens)) for r in requests]
         # Stop at the end of the action line (first newline after some content).
         line_stop = [inf.adaptive_tokens and r.stop_at_newline for r in requests]
+        sentence_stop = [stop and inf.stop_at_sentence for stop in line_stop]
         tries = [self._trie(r.options) for r in requests]
         nodes = [t.root if t is not None else None for t in tries]  # None = free text
         caps = [{k.lower(): v for k, v in r.token_caps.items()} for r in requests]
@@ -143,8 +160,9 @@ class DecodeLoop:
         chosen_option = [""] * len(requests)
         option_lp: list[float | None] = [0.0 if t is not None else None for t in tries]
         seen = torch.zeros(len(requests), self.vocab_size, dtype=torch.bool)
-        for i, p in enumerate(prompts):
-            seen[i, p] = True
+        if inf.penalize_prompt_tokens:  # in free text only (see InferenceConfig)
+            for i, p in enumerate(prompts):
+                seen[i, p] = True
         stop_reason = ["length"] * len(requests)
         active = list(range(len(requests)))  # batch position -> request index
         t0 = time.perf_counter()
@@ -153,11 +171,16 @@ class DecodeLoop:
             while True:
                 last = logits.float().cpu()
                 raw = last  # before penalty/temperature: what decision replay re-scores
-                last = apply_repetition_penalty(last, seen[torch.tensor(active)],
+                # No penalty while an option is being chosen: the choice is the model's
+                # (and the steering's), not a side effect of which words the prompt used.
+                free = torch.tensor([nodes[i] is None for i in active])
+                last = apply_repetition_penalty(last, seen[torch.tensor(active)] & free[:, None],
                                                 inf.repetition_penalty)
                 for b, i in enumerate(active):
                     if nodes[i] is not None:
                         last[b] = last[b].masked_fill(~tries[i].allowed(nodes[i]), float("-inf"))
+                    elif inf.first_person_work and chosen_option[i].startswith("Work"):
+                        last[b] = last[b].masked_fill(self._second_person(), float("-inf"))
                 chosen = choose_tokens(last, inf.temperature, inf.top_p, [gens[i] for i in active])
                 new_tokens, keep = [], []
                 for b, (i, tok) in enumerate(zip(active, chosen, strict=True)):
@@ -177,6 +200,8 @@ class DecodeLoop:
                         stop_reason[i] = "eos"
                     elif line_stop[i] and self._has_newline(tok) and self._text(out_ids[i]).strip():
                         stop_reason[i] = "newline"
+                    elif sentence_stop[i] and sentence_done(self._text(out_ids[i])):
+                        stop_reason[i] = "sentence"
                     elif len(out_ids[i]) >= limits[i]:
                         stop_reason[i] = "length"
                     else:

@@ -28,8 +28,8 @@ FRIENDLY = ("I'd love to hear your ideas", "shall we do this together?",
             "thanks for helping out", "you always make this fun")
 BLUNT = ("let's just get it done", "I don't have time for chatter",
          "that plan won't work", "fine, whatever")
-WORK = ("sorting the notes for the brief", "fixing the bench", "drafting the plan",
-        "cleaning up the tables")
+WORK = ("I sort the notes for the brief", "I fix the bench", "I draft the plan",
+        "I clean up the tables")
 MOCK_HIDDEN = 576  # the default model's hidden size: random directions' cosines scale with it
 
 

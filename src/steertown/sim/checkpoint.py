@@ -71,6 +71,7 @@ def save_checkpoint(sim: Simulation, run: RunDir, keep: int) -> Path:
         "transcripts": {k: list(v) for k, v in sim.transcripts.items()},
         "ties": sim.ties.to_state(),
         "pending_replies": [e.to_state() for e in sim.pending_replies],
+        "line_history": sim.quality.to_state(),
     }
     state_json = json.dumps(state, sort_keys=True)
     data = st_save(arrays, metadata={"state": state_json,
@@ -142,3 +143,4 @@ def restore(sim: Simulation, state: dict, arrays: dict[str, np.ndarray]) -> None
                        for k, v in state["transcripts"].items()}
     sim.ties.load_state(state["ties"])
     sim.pending_replies = [Encounter(-1, **e) for e in state["pending_replies"]]
+    sim.quality.load_state(state.get("line_history", {}))

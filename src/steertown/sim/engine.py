@@ -23,11 +23,12 @@ import numpy as np
 from steertown.agents import prompts
 from steertown.agents.memory import MemoryStream
 from steertown.agents.profile import Agent, sample_population
+from steertown.agents.text_quality import NOT_FREE_TEXT, QualityLabeler, situation_text
 from steertown.config import TRAITS, RunConfig
 from steertown.inference.backend import Backend, GenerationRequest, GenerationResult
 from steertown.inference.batching import BatchStats, generate_all
 from steertown.steering import modes
-from steertown.world.actions import parse_action
+from steertown.world.actions import Action, parse_action
 from steertown.world.goals import spec_of, update_goal
 from steertown.world.metrics import society_row
 from steertown.world.rules import IMPORTANCE, Rules
@@ -97,6 +98,8 @@ class Simulation:
         self.transcripts: dict[str, deque[str]] = {}
         self.pending_replies: list[Encounter] = []  # replies that open the next tick
         self._retrieved: dict[str, list[int]] = {}  # request id -> memory ids in its prompt
+        self.quality = QualityLabeler(embedder)  # labels what agents say (messages.quality)
+        self._heard: dict[str, list[str]] = {}  # lines said per place, as the prompts showed
         self.tick = 0  # last completed tick
         self.layers = list(cfg.layers)
         self.placebo_seed = modes.placebo_seed(cfg.seed)
@@ -140,6 +143,7 @@ class Simulation:
             occupancy[a.location] = occupancy.get(a.location, 0) + 1
         used = 0
         while turns:
+            self._heard = {k: list(v) for k, v in self.transcripts.items()}
             requests = self._action_requests(turns, tick)
             if used == 0:
                 requests += self._reflection_requests(reflecting, tick)
@@ -157,6 +161,7 @@ class Simulation:
             turns = self._numbered(replies[:max(0, cap - used)], used)
             result.encounters += turns
             self.pending_replies = replies[max(0, cap - used):]
+        self.quality.flush()
         self._remember(new_memories, tick, result)
         self._record_state(tick, result)
         self.tick = tick
@@ -262,7 +267,8 @@ class Simulation:
                "layers": self.layers, "seed": req.seed,
                "memory_ids": self._retrieved.pop(req.request_id, []),
                "prompt_hash": prompt_hash(req.system, req.user),
-               "prompt": f"{req.system}\n\n{req.user}" if self.cfg.world.log_prompts else None}
+               "prompt": f"{req.system}\n\n{req.user}" if self.cfg.world.log_prompts else None,
+               "quality": NOT_FREE_TEXT}
         row.update({f"alpha_{t}": req.dose[t] for t in TRAITS})
         return row
 
@@ -274,7 +280,9 @@ class Simulation:
         action = parse_action(g.text, [self.name_of[o] for o in enc.others], self.town)
         where = agent.location
         out = self.rules.apply(agent, action, enc.others, occupancy, tick)
-        result.messages.append(self._message_row(req, g, agent, tick, enc.event_id, where))
+        msg = self._message_row(req, g, agent, tick, enc.event_id, where)
+        result.messages.append(msg)
+        self._submit_quality(msg, agent, action, where, enc)
         if req.options:
             result.decisions.append({
                 "run_id": self.run_id, "tick": tick, "event_id": enc.event_id,
@@ -303,6 +311,17 @@ class Simulation:
         members = sorted({enc.actor, *enc.others} - {out.reply_by})
         return Encounter(-1, where, out.reply_by, members, answering=agent.agent_id,
                          line=action.text, depth=enc.depth + 1)
+
+    def _submit_quality(self, msg: dict, agent: Agent, action: Action, where: str,
+                        enc: Encounter) -> None:
+        """Queue a message for its quality label (computed at the end of the tick)."""
+        heard = [line.split(": ", 1)[-1] for line in self._heard.get(where, ())]
+        if enc.answering:
+            heard.append(enc.line)
+        loc = self.town.locations[where]
+        self.quality.submit(msg, agent.agent_id, action.action_type, action.text,
+                            situation_text(where, loc.description, loc.work, agent.goal,
+                                           heard[-1] if heard else ""), heard)
 
     def _reflect(self, agent: Agent, req: GenerationRequest, g: GenerationResult, tick: int,
                  result: TickResult, new_memories: list[tuple[str, str, float]]) -> None:

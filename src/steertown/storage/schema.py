@@ -54,6 +54,9 @@ MESSAGES = pa.schema([
     # memories table), the prompt's hash, and its text when world.log_prompts is on.
     pa.field("memory_ids", pa.list_(pa.int64())), pa.field("prompt_hash", pa.string()),
     pa.field("prompt", pa.string()),
+    # Free-text quality label (agents.text_quality): ok | garbage | template_leak |
+    # too_short | repeat | unrelated; `none` for Move/Rest and reflections.
+    pa.field("quality", pa.string()),
 ])
 
 REFLECTIONS = pa.schema([
