@@ -53,7 +53,7 @@ def machine() -> dict[str, str]:
     out = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "cpu": cpu,
            "nproc": str(os.cpu_count()), "load_avg_1_5_15": " ".join(
                f"{x:.1f}" for x in os.getloadavg()), "python": platform.python_version()}
-    for pkg in ("torch", "transformers", "sentence-transformers"):
+    for pkg in ("torch", "transformers", "sentence-transformers", "onnxruntime"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:

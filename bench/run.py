@@ -327,12 +327,14 @@ def run_full_arm(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     backend = get_backend(cfg)
     table = Table()
-    label = f"{args.backend} {backend.describe().get('dtype')}"
+    desc = backend.describe()
+    label = "mock" if cfg.model.name == "mock" else \
+        f"{desc.get('backend', args.backend)} {desc.get('dtype', '')}".strip()
     table.add("setup", f"load {label} (excluded below)", time.perf_counter() - t0)
     out = full_arm(table, cfg, backend, label)
     info = {**machine(), "date": info["date"]}
     if not args.no_write:
-        write_block(RESULTS, f"full-arm-{args.backend}-{backend.describe().get('dtype')}",
+        write_block(RESULTS, f"full-arm-{label.replace(' ', '-')}",
                     f"Full fast arm, {label} (bench/run.py --full-arm --backend {args.backend})",
                     info, table.markdown())
     print(table.markdown())

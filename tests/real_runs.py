@@ -6,18 +6,15 @@ returns the run directory. Sabotaged runs differ only in how the backend generat
 
 - `steering_off`: the engine logs each agent's alphas but the backend generates with
   every alpha zeroed (an engine that logs steering it never applies);
-- `placebo`: the hooks add seeded random directions with the trait vectors' norms in
-  place of the trait vectors (the experiments' placebo mode).
+- `placebo`: `steering.mode=placebo`: the alphas multiply seeded random directions with
+  the trait vectors' norms in place of the trait vectors (the experiments' control).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from tests.model_fixtures import ROOT, real_cfg, shared_backend
 
@@ -52,35 +49,6 @@ class SteeringOff:
         return self.inner.generate_batch(off)
 
 
-@contextmanager
-def placebo_hooks(backend: Any, seed: int = 99):
-    """Temporarily replace the backend's steering matrix by random directions of the
-    same per-trait norms (what a placebo run generates with)."""
-    from steertown.inference.prefix_cache import PrefixKVCache
-    from steertown.steering.hooks import SteeringHooks
-
-    g = torch.Generator().manual_seed(seed)
-    dirs = {}
-    for layer in backend.layers:
-        real = backend.vectors.steering_matrix(layer)
-        rnd = torch.randn(real.shape, generator=g)
-        dirs[layer] = rnd / rnd.norm(dim=1, keepdim=True) * real.norm(dim=1, keepdim=True)
-    original = backend.hooks
-    original.remove()
-    backend.hooks = SteeringHooks(backend.model, backend.layers, dirs, backend.traits)
-    # Steered prefix KV entries are keyed by alphas, not directions: start afresh.
-    backend.prefix_kv = PrefixKVCache()
-    try:
-        yield backend
-    finally:
-        backend.hooks.remove()
-        backend.hooks = SteeringHooks(
-            backend.model, backend.layers,
-            {layer: backend.vectors.steering_matrix(layer) for layer in backend.layers},
-            backend.traits)
-        backend.prefix_kv = PrefixKVCache()
-
-
 def simulate(cfg, backend: Any) -> Path:
     """Run every tick of `cfg` on `backend`; manifest records the backend as the flow does."""
     from steertown.inference import get_embedder
@@ -99,9 +67,8 @@ def make_run(tmp: Path, kind: str, **size) -> Path:
     """A small run of `kind` in {"steered", "steering_off", "placebo"}."""
     backend = shared_backend()
     cfg = small_run_cfg(tmp, kind, **size)
-    if kind == "steered":
-        return simulate(cfg, backend)
     if kind == "steering_off":
         return simulate(cfg, SteeringOff(backend))
-    with placebo_hooks(backend):
-        return simulate(cfg, backend)
+    if kind == "placebo":
+        cfg.steering.mode = "placebo"
+    return simulate(cfg, backend)

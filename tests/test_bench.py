@@ -97,3 +97,12 @@ def test_exactness_check_on_the_real_model():
     reqs = [dataclasses.replace(r, max_new_tokens=6) for r in ticks[0][:5]]
     check = bench.batched_vs_sequential(shared_backend(), [reqs], 16)
     assert check["requests"] == 5 and check["identical"] == 5
+
+
+def test_full_arm_mode_runs_every_tick_end_to_end(capsys):
+    bench = _bench_module()
+    rc = bench.main(["--full-arm", "--set", "model=mock", "--set", "memory.embedder=hashing",
+                     "--set", "steps=4", "--set", "population=6", "--no-write"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "mock: 4 ticks" in out and '"ticks": 4' in out and "stage model" in out

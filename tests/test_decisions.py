@@ -1,8 +1,8 @@
 """Decisions in situ on the real model: replay, and sabotaged runs that must fail.
 
 Three small runs of the same town (8 agents x 4 ticks, seed 3, every agent acting every
-tick): correctly steered; steering off while the alphas are logged; placebo (random
-directions of the trait vectors' norms in the hooks). Each is verified with the same
+tick): correctly steered; steering off while the alphas are logged; `steering.mode=
+placebo` (random directions of the trait vectors' norms in place of the vectors). Each is verified with the same
 small budget (2 decisions per agent, 2 random directions). With 8 agents a Spearman CI
 rarely clears 0, so the steered run is not required to pass; its statistic must beat
 both sabotaged runs', and each sabotaged run must fail the required decision checks.
@@ -35,18 +35,14 @@ def vcfg() -> VerificationConfig:
 def runs(tmp_path_factory):
     """{kind: (run dir, checks by name)} for the three runs."""
     from tests.model_fixtures import shared_backend
-    from tests.real_runs import make_run, placebo_hooks
+    from tests.real_runs import make_run
 
     tmp = tmp_path_factory.mktemp("decisions")
     backend = shared_backend()
     out = {}
     for kind in ("steered", "steering_off", "placebo"):
         run = make_run(tmp, kind)
-        if kind == "placebo":  # verified as its own backend: the placebo hooks
-            with placebo_hooks(backend):
-                checks, _ = decision_checks(RunDir(run), backend, TRAITS, vcfg(), knob)
-        else:
-            checks, _ = decision_checks(RunDir(run), backend, TRAITS, vcfg(), knob)
+        checks, _ = decision_checks(RunDir(run), backend, TRAITS, vcfg(), knob)
         out[kind] = (run, {c.name: c for c in checks})
     return out
 
@@ -87,7 +83,8 @@ def test_steering_off_run_fails_the_decision_check(runs):
 
 def test_placebo_run_fails_the_decision_check(runs):
     _, checks = runs["placebo"]
-    assert checks["decisions.replay"].passed  # it did generate with its (placebo) hooks
+    # Replayed on the run's placebo basis (from its manifest): what it generated with.
+    assert checks["decisions.replay"].passed, checks["decisions.replay"].figure
     failed = [t for t in TRAITS if not checks[f"decisions.{t}"].passed]
     assert failed, "a placebo run must not pass the trait decision checks"
 

@@ -171,6 +171,7 @@ def test_cli_fork_runs_through_the_flow_and_mlflow_records_it(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     fm = RunDir(dumps / "f").read_manifest()
     assert fm["status"] == "complete" and fm["fork"]["at"] == 4
+    assert fm["overrides"] == ["+steering.agents.agent-002.A=-0.9"]
     assert min(differing_ticks(dumps / "p", dumps / "f"), default=99) >= 4
     from mlflow.tracking import MlflowClient
 
@@ -210,3 +211,10 @@ def test_real_model_fork_replays_exactly_and_reproduces_the_parent(tmp_path):
     child = run(plan.config)
     assert differing_ticks(par, child) == set()
     assert RunDir(child).read_table("messages").num_rows > 0
+
+
+def test_continue_entry_point_refuses_bad_input_in_one_line(tmp_path):
+    for argv in ([], [str(tmp_path / "nope")]):
+        r = subprocess.run([sys.executable, str(ROOT / "flows" / "continue_run.py"), *argv],
+                           capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr

@@ -265,3 +265,17 @@ def test_hydra_agent_overrides_need_a_plus_and_say_so():
     with pytest.raises(ConfigError, match=r"^steering.agents.agent-003.A: per-agent coefficients "
                                           r"are new keys; write \+steering.agents.agent-003.A=VALUE$"):
         compose_run("fast", 0, ["model=mock", "steering.agents.agent-003.A=0.9"])
+
+
+def test_report_says_a_control_runs_failing_checks_are_expected(tmp_path):
+    from test_fork import parent_config, run_all
+
+    from steertown.analysis.report import write_report
+
+    pages = {}
+    for mode in ("placebo", "vectors"):
+        run = run_all(parent_config(tmp_path, steps=2, run_id=mode, steering={"mode": mode}))
+        pages[mode] = write_report(run, tmp_path / "reports").read_text()
+    assert "Control run (steering.mode=placebo)" in pages["placebo"]
+    assert "expected to FAIL" in pages["placebo"]
+    assert "expected to FAIL" not in pages["vectors"]

@@ -120,7 +120,7 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
                    help="logged checks only: do not load the run's model")
     p.add_argument("--quick", action="store_true",
                    help="small model-check budget (4 items, 5 coefficients, 2 random "
-                        "directions, no cross-trait matrix): a minute instead of several")
+                        "directions, no cross-trait matrix, 1 decision per agent up to 32)")
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -139,7 +139,9 @@ def _verify(args: argparse.Namespace) -> int:
         vcfg = replace(cfg.verification, items_per_trait=4,
                        coefficients=[-2.0, -1.0, 0.0, 1.0, 2.0], random_directions=2,
                        control_items=4, likert_items=2, cross_trait=False,
-                       messages_per_agent=2, coherence_prompts=1)
+                       messages_per_agent=2, coherence_prompts=1,
+                       decision_samples=min(cfg.verification.decision_samples,
+                                            max(3, min(cfg.population, 32))))
     report = verify_run(args.run_dir, args.num_files, backend, vcfg)
     for c in report["checks"]:
         print(format_line(c))

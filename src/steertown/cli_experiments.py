@@ -10,6 +10,7 @@ RUN_DIR and parses it here, intermixed.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def _fork_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", help="the fork's run id (default: <parent>-fork-t<T>-<hash>)")
     p.add_argument("--no-run", action="store_true",
                    help="only create the fork directory (run it later with the same command "
-                        "minus --no-run, or python flows/run.py run_id=<fork> ...)")
+                        "minus --no-run, or python flows/continue_run.py <fork_dir>)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="changes, e.g. steering.agents.agent-003.A=0.9 steering.mode=placebo "
                         "steering.strength=2")
@@ -54,23 +55,22 @@ def fork(args: argparse.Namespace) -> int:
 
     opts = _fork_parser().parse_intermixed_args(args.rest)
     plan = plan_fork(args.run_dir, opts.at, opts.overrides, opts.run_id)
+    entry = Path.cwd() / "flows" / "continue_run.py"
+    command = f"python flows/continue_run.py {plan.run_dir}"
+    if not opts.no_run and not entry.is_file():  # checked before anything is written
+        raise ConfigError("flows/ not found: run steertown fork from the project root, or "
+                          "pass --no-run and run the fork later with flows/continue_run.py")
     cfg = plan.run_config()
     create_fork(plan, get_embedder(cfg.memory.embedder), lambda: get_backend(cfg), Path.cwd())
     changes = ", ".join(f"{k}: {v['from']} -> {v['to']}" for k, v in plan.changes.items())
     print(f"fork: {plan.run_dir} (parent {plan.parent_id}, changed from tick {plan.at}: "
           f"{changes or 'nothing'})")
     if opts.no_run:
+        print(f"run it with: {command}")
         return 0
-    sys.path.insert(0, str(Path.cwd()))  # the fork runs through the project's run flow
-    try:
-        from flows.pipeline import run_flow
-    except ModuleNotFoundError as e:
-        if not (e.name or "").startswith("flows"):
-            raise
-        raise ConfigError("flows/ not found: run steertown fork from the project root, or "
-                          "pass --no-run") from None
-    run_flow(plan.config, list(opts.overrides))  # recorded as what was typed
-    return 0
+    # The fork runs through the project's run flow (Prefect, MLflow), in its own process:
+    # the core CLI does not import the orchestration layer.
+    return subprocess.call([sys.executable, str(entry), str(plan.run_dir), *opts.overrides])
 
 
 DIFF_HELP = "compare two runs: first divergent tick, differing actions, outcomes side by side"

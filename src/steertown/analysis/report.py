@@ -34,6 +34,7 @@ from steertown.analysis.diff import diff_section
 from steertown.analysis.society import build_society_charts
 from steertown.analysis.summary import analyze_run
 from steertown.config import flatten
+from steertown.steering.modes import control_note
 from steertown.storage.run_dir import RunDir, RunDirError, atomic_write_bytes, atomic_write_json
 
 
@@ -170,6 +171,8 @@ def verification_section(ctx: ReportContext) -> Section:
                 verdict_class={"pass": "pass", "passed": "pass", True: "pass", "fail": "fail",
                                "failed": "fail", False: "fail"}.get(key, "na"),
                 extra=json.dumps(extra, indent=2, default=str) if extra else "")
+    mode = ((ctx.manifest.get("config") or {}).get("steering") or {}).get("mode", "vectors")
+    values["control_note"] = control_note(mode)
     return Section("Steering verification", "verification",
                    render_fragment("sections/verification.html.j2", **values))
 
@@ -189,7 +192,9 @@ def fingerprint_heatmap(rows: list[dict]) -> alt.Chart:
         tooltip=["measure:N", "trait:N", alt.Tooltip("rho:Q", format="+.2f"),
                  alt.Tooltip("ci_low:Q", format="+.2f"), alt.Tooltip("ci_high:Q", format="+.2f"),
                  "agents:Q"])
-    text = base.mark_text(fontSize=10).encode(text=alt.Text("rho:Q", format="+.2f"))
+    text = base.mark_text(fontSize=10).encode(
+        text=alt.Text("rho:Q", format="+.2f"),
+        color=alt.condition("abs(datum.rho) > 0.6", alt.value("white"), alt.value("black")))
     return (cells + text).properties(title="Behavioural fingerprint: rate vs trait",
                                      width=260, height=alt.Step(18))
 

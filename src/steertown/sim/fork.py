@@ -30,7 +30,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 
 from steertown.config import (
     RESULT_NEUTRAL_KEYS,
@@ -68,6 +67,7 @@ class ForkPlan:
     run_id: str
     config: dict[str, Any]  # the fork's full config (parent's + overrides)
     changes: dict[str, dict[str, Any]]  # dotted key -> {"from": parent, "to": fork}
+    overrides: list[str]  # as typed (recorded as the fork's overrides)
 
     @property
     def run_dir(self) -> Path:
@@ -81,8 +81,8 @@ class ForkPlan:
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """`["steering.mode=placebo", "+steering.agents.agent-003.A=0.9"]` -> {key: value}.
 
-    Values are parsed as YAML scalars/lists (0.9, true, placebo, [16]); a leading `+`
-    (Hydra's "add a key") is accepted and ignored.
+    Values are JSON when they parse as JSON (0.9, true, null, [16]), else strings
+    (placebo, off); a leading `+` (Hydra's "add a key") is accepted and ignored.
     """
     out: dict[str, Any] = {}
     for item in items:
@@ -90,14 +90,10 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key = key.strip().lstrip("+")
         if not sep or not key or any(not part for part in key.split(".")):
             raise ForkError(f"override {item!r}: expected key=value, e.g. steering.mode=placebo")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            raise ForkError(f"override {item!r}: the value is not valid YAML") from None
-        # As on Hydra's command line, only true/false are booleans (YAML 1.1 reads off/no too).
-        if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
-            value = raw.strip()
-        out[key] = value
+        try:  # numbers, true/false, null and [lists] as JSON; anything else is a string
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw.strip()
     return out
 
 
@@ -165,7 +161,8 @@ def plan_fork(parent_dir: str | Path, at: int, overrides: list[str],
     a, b = flatten(parent_cfg.result_dict()), flatten(cfg.result_dict())
     changes = {k: {"from": a.get(k), "to": b.get(k)} for k in sorted(set(a) | set(b))
                if a.get(k) != b.get(k)}
-    return ForkPlan(parent.path, parent.run_id, at, cfg.run_id, cfg.to_dict(), changes)
+    return ForkPlan(parent.path, parent.run_id, at, cfg.run_id, cfg.to_dict(), changes,
+                    list(overrides))
 
 
 def _comparable(table: str, rows: list[dict]) -> list[dict]:
@@ -233,7 +230,8 @@ def create_fork(plan: ForkPlan, embedder: Embedder, get_backend: Callable[[], Ba
                   "changes": plan.changes, "restored_from_checkpoint": restored,
                   "replayed_ticks": T - restored,
                   "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-        manifest = fork.update_manifest(config=cfg.to_dict(), ticks_done=T, fork=record)
+        manifest = fork.update_manifest(config=cfg.to_dict(), ticks_done=T, fork=record,
+                                        overrides=plan.overrides)
         target = Path(cfg.storage_dir) / cfg.run_id
         fork.path.rename(target)
     finally:

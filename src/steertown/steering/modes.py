@@ -72,3 +72,21 @@ def steering_record(mode: str, vector_id: str | None, placebo_seed: int) -> dict
     if mode == "placebo":
         rec["placebo_seed"] = placebo_seed
     return rec
+
+
+CONTROL_NOTES = {
+    "placebo": "Control run (steering.mode=placebo): the agents' coefficients multiplied random "
+               "directions of the trait vectors' norms, not the trait vectors. The required "
+               "steering checks are expected to FAIL here; a PASS would mean they are not "
+               "specific to the traits.",
+    "prompt": "Prompting baseline (steering.mode=prompt): the coefficients reached the model as "
+              "persona text and no vectors were added. Checks of the residual stream do not "
+              "apply as in a vectors run; behaviour checks measure the prompt's effect.",
+    "off": "Control run (steering.mode=off): nothing was steered and every alpha is 0. The "
+           "required steering checks are expected to FAIL here.",
+}
+
+
+def control_note(mode: str) -> str | None:
+    """What a run's verification means in its mode (None for vectors, the steered mode)."""
+    return CONTROL_NOTES.get(mode)

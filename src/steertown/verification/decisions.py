@@ -152,8 +152,28 @@ def score_options(scorer: Scorer, decisions: list[Decision],
     return out
 
 
-def own_steer(d: Decision) -> Steer:
-    return norm_steer(tuple((t, a) for t, a in d.alphas.items() if a != 0))
+PLACEBO_PREFIX = "placebo:"  # extra directions: a placebo run's basis, per trait
+
+
+def own_steer(d: Decision, delivery: str = "vectors") -> Steer:
+    """The steering decision `d` was generated with, as the run delivered its dose:
+    on the trait hooks (vectors), on the run's placebo basis (placebo), or not through
+    the residual stream at all (prompt, off: the logged alphas are only the dose)."""
+    if delivery not in ("vectors", "placebo"):
+        return UNSTEERED
+    prefix = PLACEBO_PREFIX if delivery == "placebo" else ""
+    return norm_steer(tuple((prefix + t, a) for t, a in d.alphas.items() if a != 0))
+
+
+def run_delivery(manifest: dict) -> tuple[str, int | None]:
+    """(steering mode, placebo seed or None) of a run, from its manifest's config."""
+    st = (manifest.get("config") or {}).get("steering") or {}
+    mode = st.get("mode", "vectors" if st.get("enabled", True) else "off")
+    if mode == "placebo":
+        from steertown.steering.modes import placebo_seed
+
+        return mode, placebo_seed(int((manifest.get("config") or {}).get("seed", 0)))
+    return str(mode), None
 
 
 @dataclasses.dataclass
@@ -165,6 +185,7 @@ class DecisionScores:
     logprobs: list[np.ndarray]  # per decision [conditions, options]
     coef: float
     tolerance: float = 1e-3  # replay: |logged - re-scored| log-prob that counts as equal
+    exact: bool = True  # float32: a replay is exact; other dtypes drift with padding
 
     def replayed(self, k: int, name: str) -> float:
         """Re-scored log-prob of decision k's chosen option under condition `name`."""
@@ -172,9 +193,12 @@ class DecisionScores:
         return float(self.logprobs[k][self.names.index(name)][d.options.index(d.chosen)])
 
     def applied(self, k: int) -> bool:
-        """Whether the logged decision was generated with the agent's own steering (its
-        logged log-prob is the own-steering replay); False when it was not."""
-        return abs(self.replayed(k, "own") - self.decisions[k].logprob) <= self.tolerance
+        """Whether the logged decision was generated with the agent's own steering: its
+        logged log-prob is the own-steering replay (within the tolerance, or at least
+        closer to it than to the unsteered replay: bfloat16 rows drift with padding)."""
+        logged = self.decisions[k].logprob
+        own = abs(self.replayed(k, "own") - logged)
+        return own <= self.tolerance or own < abs(self.replayed(k, "none") - logged)
 
     def probs(self, k: int, name: str) -> np.ndarray:
         return np.exp(self.logprobs[k][self.names.index(name)])
@@ -192,45 +216,72 @@ class DecisionScores:
 
 
 def rescore(backend: Any, decisions: list[Decision], traits: list[str], n_random: int,
-            coef: float, seed: int = 0, tolerance: float = 1e-3) -> DecisionScores:
-    """Score every decision under (a) own, (b) none, (c) traits at +-coef, (d) randoms."""
+            coef: float, seed: int = 0, tolerance: float = 1e-3, exact: bool = True,
+            delivery: str = "vectors", placebo_seed: int | None = None) -> DecisionScores:
+    """Score every decision under (a) own, (b) none, (c) traits at +-coef, (d) randoms.
+
+    `delivery` is the run's steering mode: (a) replays what the run applied (the trait
+    hooks, the placebo basis of `placebo_seed`, or nothing in prompt and off mode).
+    """
     from steertown.verification.readouts import random_directions
 
     rand = random_directions(backend, n_random, seed)
-    scorer = Scorer(backend, {**true_trait_directions(backend), **rand})
+    extra = {**true_trait_directions(backend), **rand}
+    if delivery == "placebo":
+        extra.update({f"{PLACEBO_PREFIX}{t}": {
+            layer: backend.vectors.placebo_matrix(layer, placebo_seed)[k]
+            for layer in backend.layers} for k, t in enumerate(backend.traits)})
+    scorer = Scorer(backend, extra)
     names = ["own", "none"]
     dirs = [f"{AXIS_PREFIX}{t}" for t in traits] + list(rand)
     for direction in dirs:
         names += [f"{direction}+", f"{direction}-"]
     steers = []
     for d in decisions:
-        row: list[Steer] = [own_steer(d), UNSTEERED]
+        row: list[Steer] = [own_steer(d, delivery), UNSTEERED]
         for direction in dirs:
             row += [(direction, coef), (direction, -coef)]
         steers.append(row)
     return DecisionScores(decisions, names, score_options(scorer, decisions, steers), coef,
-                          tolerance)
+                          tolerance, exact)
+
+
+MAX_CLOSER_TO_UNSTEERED = 0.2  # inexact dtypes: share of steered decisions allowed
 
 
 def replay_check(scores: DecisionScores) -> Check:
-    """Logged option_logprob == re-scored under the agent's own steering, per decision."""
+    """Logged option_logprob == re-scored under the agent's own steering, per decision.
+
+    float32 (exact): every decision within the tolerance. Other dtypes, where a row's
+    logits drift with its batch's padding: the median within the tolerance, and at most
+    20% of the decisions where steering matters closer to the unsteered re-score (a run
+    that generated unsteered has nearly all of them there).
+    """
     diffs, closer_to_none, steered = [], 0, 0
     tolerance = scores.tolerance
     for k, d in enumerate(scores.decisions):
         own, none = scores.replayed(k, "own"), scores.replayed(k, "none")
         diffs.append(abs(own - d.logprob))
-        if any(a != 0 for a in d.alphas.values()) and abs(own - none) > tolerance:
+        if abs(own - none) > tolerance:  # steering mattered for this decision
             steered += 1
             closer_to_none += abs(none - d.logprob) < abs(own - d.logprob)
     worst = float(max(diffs)) if diffs else float("nan")
-    ok = bool(diffs) and worst <= tolerance
+    median = float(np.median(diffs)) if diffs else float("nan")
+    if scores.exact:
+        ok = bool(diffs) and worst <= tolerance
+        rule = f"every decision within {tolerance:.0e} (float32: exact)"
+    else:
+        ok = bool(diffs) and median <= tolerance and \
+            closer_to_none <= MAX_CLOSER_TO_UNSTEERED * max(steered, 1)
+        rule = (f"median within {tolerance:.0e} and <= {MAX_CLOSER_TO_UNSTEERED:.0%} closer "
+                "to unsteered (not float32: rows drift with padding)")
     return Check(
         "decisions.replay", ok, True,
         f"re-scoring {len(diffs)} logged decisions under the agent's own steering gives the "
-        f"logged log-probability of the chosen option within {worst:.1e} (tolerance "
-        f"{tolerance:.0e}); logged value closer to the UNSTEERED re-score in {closer_to_none}"
-        f"/{steered} decisions where steering matters",
-        data={"max_abs_diff": worst, "decisions": float(len(diffs)),
+        f"logged log-probability of the chosen option within {worst:.1e} (median "
+        f"{median:.1e}); logged value closer to the UNSTEERED re-score in {closer_to_none}"
+        f"/{steered} decisions where steering matters; rule: {rule}",
+        data={"max_abs_diff": worst, "median_abs_diff": median, "decisions": float(len(diffs)),
               "closer_to_unsteered": float(closer_to_none), "steered_decisions": float(steered)})
 
 
@@ -323,10 +374,11 @@ def decision_checks(run: RunDir, backend: Any, steered: list[str], vcfg: Any,
         return [Check("decisions", None, True, "not verified",
                       detail="the run has no logged decisions (older or imported run)")], {}
     n_random = knob(vcfg, "random_directions")
-    dtype = backend.describe().get("dtype")
-    tol = knob(vcfg, "replay_tolerance") * (1 if dtype == "float32" else 50)
+    exact = backend.describe().get("dtype") == "float32"
+    tol = knob(vcfg, "replay_tolerance") * (1 if exact else 50)
+    delivery, placebo = run_delivery(run.read_manifest())
     scores = rescore(backend, decisions, steered, n_random, knob(vcfg, "decision_coefficient"),
-                     knob(vcfg, "seed"), tol)
+                     knob(vcfg, "seed"), tol, exact, delivery, placebo)
     checks = [replay_check(scores)]
     if steered:
         checks += trait_checks(scores, steered, n_random, seed=knob(vcfg, "seed"))
