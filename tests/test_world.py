@@ -7,7 +7,7 @@ import math
 import pytest
 
 from steertown.agents.profile import GOALS, Agent
-from steertown.agents.prompts import action_options, action_prompt
+from steertown.agents.prompts import WORK_OPTION, action_options, action_prompt
 from steertown.config import load_config
 from steertown.inference.embedder import HashingEmbedder
 from steertown.inference.mock import MockBackend
@@ -226,10 +226,10 @@ def test_options_follow_energy_and_company():
     _, _, _, town = world()
     a = agent(0, location="park")
     full = action_options(a, town, ["Ben"])
-    assert {"Talk Ben:", "Help Ben", "Invite Ben to park", "Work:", "Rest"} <= set(full)
+    assert {"Talk Ben:", "Help Ben", "Invite Ben to park", WORK_OPTION, "Rest"} <= set(full)
     a.energy = 1
     tired = action_options(a, town, ["Ben"])
-    assert "Work:" not in tired and "Talk Ben:" in tired
+    assert WORK_OPTION not in tired and "Talk Ben:" in tired
     a.energy = 0
     assert not any(o.startswith(("Talk", "Help", "Invite", "Work")) for o in
                    action_options(a, town, ["Ben"]))
