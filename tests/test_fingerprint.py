@@ -40,12 +40,21 @@ def test_option_class_is_the_first_word():
         ["talk", "move", "work", "rest", "invite", ""]
 
 
+def build_run_without_decisions(tmp_path: Path) -> Path:
+    """The synthetic run with its decisions table removed (the tests write their own)."""
+    import shutil
+
+    run = build_run(tmp_path)
+    shutil.rmtree(RunDir(run).table_dir("decisions"), ignore_errors=True)
+    return run
+
+
 def test_rates_are_conditional_on_the_option_being_offered(tmp_path):
     import pyarrow as pa
 
     from steertown.storage.schema import DECISIONS
 
-    run = build_run(tmp_path)
+    run = build_run_without_decisions(tmp_path)
     base = {"run_id": "synth", "system": "s", "user": "u", "prompt_hash": "h",
             "option_logprob": -0.1, "seed": 0, **{f"alpha_{t}": 0.0 for t in "EACON"}}
     rows = [  # a0: talk offered twice, chosen once; work offered 3x, chosen twice
@@ -75,7 +84,7 @@ def test_rates_are_conditional_on_the_option_being_offered(tmp_path):
 
 
 def test_rates_fall_back_to_action_shares_without_decisions(tmp_path):
-    t = agent_rates(build_run(tmp_path))
+    t = agent_rates(build_run_without_decisions(tmp_path))
     assert t.schema.metadata[b"rates"] == b"shares"
     r = {row["agent_id"]: row for row in t.to_pylist()}
     assert r["a1"]["p_work"] == 1.0 and r["a0"]["p_talk"] == pytest.approx(2 / 3)

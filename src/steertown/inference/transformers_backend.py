@@ -200,13 +200,16 @@ class TransformersBackend(DecodeLoop):
             if kv is None:
                 todo.setdefault(keys[i], i)
         if todo:
-            idx = list(todo.values())
-            ids, mask, pos = self._left_pad([pre[i] for i in idx])
-            self.hooks.set_alphas(alphas[idx], [bases[i] for i in idx])
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                             logits_to_keep=self._keep)  # only the KV is used
-            fresh = dict(zip([keys[i] for i in idx],
-                             split_cache_rows(out.cache, [len(pre[i]) for i in idx]), strict=True))
+            # Misses are computed one row at a time: a prefix's KV must not depend on which
+            # other misses share its batch (padding and GEMM shapes shift the last bits), or
+            # a resumed run, where every prefix is a miss, could sample a different token.
+            fresh = {}
+            for i in todo.values():
+                ids, mask, pos = self._left_pad([pre[i]])
+                self.hooks.set_alphas(alphas[i:i + 1], [bases[i]])
+                out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                 use_cache=True, logits_to_keep=self._keep)  # only the KV is used
+                fresh[keys[i]] = split_cache_rows(out.cache, [len(pre[i])])[0]
             for k, kv in fresh.items():
                 self.prefix_kv.put(k, kv)
             kvs = [kv if kv is not None else fresh[keys[i]] for i, kv in enumerate(kvs)]
