@@ -119,6 +119,27 @@ def test_repetition_penalty_scope(backend, decoding):
 
 
 @pytest.mark.model
+def test_option_choice_is_never_penalised(backend, decoding):
+    """The repetition penalty applies to free text only: with the prompt's tokens counted,
+    a greedy option choice is the same as without any penalty."""
+    decoding.inference.temperature = 0.0
+    decoding.inference.penalize_prompt_tokens = True
+    options = ("Move park", "Talk Ben:", "Rest")
+    # "Rest" starts a line of the prompt (the same token as a reply's first word), the others
+    # do not: a penalty on the choice would push every row away from Rest.
+    reqs = [GenerationRequest(f"o{i}", "You live in a town. When tired you answer:\nRest",
+                              u, {}, 6, seed=80 + i, kind="action", stop_at_newline=True,
+                              options=options)
+            for i, u in enumerate(["You are very tired.", "You are exhausted after work.",
+                                   "It is late and you are tired.", "You feel sleepy."])]
+    decoding.inference.repetition_penalty = 1.0
+    plain = [r.option for r in backend.generate_batch(reqs)]
+    decoding.inference.repetition_penalty = 3.0
+    penalised = [r.option for r in backend.generate_batch(reqs)]
+    assert penalised == plain
+
+
+@pytest.mark.model
 def test_first_person_work_lines(backend, decoding):
     """inference.first_person_work: no second-person words after the "Work: I" option."""
     import re
