@@ -304,10 +304,14 @@ def save_png(chart: alt.TopLevelMixin, path: Path, scale: float = 1.5) -> Path:
     return path
 
 
-def draw_charts(run_dir: Path, out_dir: Path) -> dict[str, alt.TopLevelMixin]:
-    """Draw the run's charts and save `<name>.png` for each in `out_dir`."""
-    charts = build_charts(run_dir)
+def save_pngs(charts: dict[str, alt.TopLevelMixin], out_dir: Path) -> dict[str, alt.TopLevelMixin]:
+    """Save `<name>.png` for each chart in `out_dir`; returns the charts."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, chart in charts.items():
         save_png(chart, out_dir / f"{name}.png")
     return charts
+
+
+def draw_charts(run_dir: Path, out_dir: Path) -> dict[str, alt.TopLevelMixin]:
+    """Draw the run's charts and save `<name>.png` for each in `out_dir`."""
+    return save_pngs(build_charts(run_dir), out_dir)

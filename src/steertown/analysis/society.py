@@ -15,7 +15,7 @@ import altair as alt
 import duckdb
 
 from steertown.analysis import queries as q
-from steertown.analysis.charts import MAX_POINTS, WIDTH, binned_means, save_png
+from steertown.analysis.charts import MAX_POINTS, WIDTH, binned_means, save_pngs
 from steertown.config import TRAITS
 from steertown.storage import schema
 from steertown.storage.run_dir import RunDir
@@ -221,8 +221,4 @@ def build_society_charts(run_dir: Path) -> dict[str, alt.TopLevelMixin]:
 
 def draw_society_charts(run_dir: Path, out_dir: Path) -> dict[str, alt.TopLevelMixin]:
     """Draw the society charts and save `<name>.png` for each in `out_dir`."""
-    charts = build_society_charts(run_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, chart in charts.items():
-        save_png(chart, out_dir / f"{name}.png")
-    return charts
+    return save_pngs(build_society_charts(run_dir), out_dir)

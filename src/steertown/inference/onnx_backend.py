@@ -173,7 +173,7 @@ class OnnxBackend(DecodeLoop):
 
     def _open_two_phase(self, requests: list[GenerationRequest], prompts: list[list[int]],
                         alphas: torch.Tensor, steer: dict[str, np.ndarray]):
-        """Prefix KV from the cache (one batched pass for the misses), then each row's rest.
+        """Prefix KV from the cache (misses computed row by row), then each row's rest.
 
         The graph's attention takes a multi-token input on top of a cache only for one
         row at a time, so the rest of each prompt is prefilled row by row (still many
@@ -185,25 +185,18 @@ class OnnxBackend(DecodeLoop):
         # The basis is part of the key: equal alphas on placebo directions are another prefix.
         keys = [(*PrefixKVCache.key(p, alphas[i]), requests[i].placebo_seed)
                 for i, p in enumerate(pre)]
-        kvs = [self.prefix_kv.get(k) for k in keys]
-        state = ["hit" if kv is not None else "miss" for kv in kvs]
-        todo: dict[tuple, int] = {}
-        for i, kv in enumerate(kvs):
-            if kv is None:
-                todo.setdefault(keys[i], i)
-        if todo:
-            idx = list(todo.values())
-            ids, mask = right_pad([pre[i] for i in idx], self._pad_id)
-            n = np.asarray([len(pre[i]) for i in idx])
-            out = self._run(ids.numpy(), mask.numpy(), n - 1,
-                            {k: v[idx] for k, v in steer.items()}, None)
-            for r, i in enumerate(idx):
-                arrs = [torch.from_numpy(np.ascontiguousarray(p[r, :, :n[r]])) for p in out[1:]]
-                kv = list(zip(arrs[0::2], arrs[1::2], strict=True))  # the cache stores pairs
-                self.prefix_kv.put(keys[i], kv)
-                kvs = [kvs[j] if keys[j] != keys[i] else kv for j in range(len(kvs))]
-        self.prefix_kv.hits += state.count("hit")
-        self.prefix_kv.misses += state.count("miss")
+        kvs, state, todo = self.prefix_kv.lookup(keys)
+        # Misses one row at a time, as in the torch backend: a prefix's KV must not depend
+        # on its batch of misses (a resumed run starts with every prefix a miss).
+        fresh = {}
+        for i in todo:
+            n = len(pre[i])
+            out = self._run(np.asarray([pre[i]]), np.ones((1, n)), np.asarray([n - 1]),
+                            {k: v[i:i + 1] for k, v in steer.items()}, None)
+            arrs = [torch.from_numpy(np.ascontiguousarray(p[0, :, :n])) for p in out[1:]]
+            fresh[keys[i]] = list(zip(arrs[0::2], arrs[1::2], strict=True))  # stored as pairs
+            self.prefix_kv.put(keys[i], fresh[keys[i]])
+        kvs = [kv if kv is not None else fresh[keys[i]] for i, kv in enumerate(kvs)]
         logits, rows = [], []
         for i, (p, q) in enumerate(zip(pre, prompts, strict=True)):
             rest = np.asarray([q[len(p):]])

@@ -41,6 +41,19 @@ class PrefixKVCache:
             self._entries.move_to_end(key)
         return kv
 
+    def lookup(self, keys: list[tuple]) -> tuple[list[KV | None], list[str], list[int]]:
+        """Cached KV per row (None on a miss), "hit"/"miss" per row, and one row index per
+        distinct missing key (the rows whose prefix must be computed), and count them."""
+        kvs = [self.get(k) for k in keys]
+        state = ["hit" if kv is not None else "miss" for kv in kvs]
+        todo: dict[tuple, int] = {}
+        for i, kv in enumerate(kvs):
+            if kv is None:
+                todo.setdefault(keys[i], i)
+        self.hits += state.count("hit")
+        self.misses += state.count("miss")
+        return kvs, state, list(todo.values())
+
     def put(self, key: tuple, kv: KV) -> None:
         size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
         if key in self._entries or size > self.max_bytes:

@@ -187,24 +187,19 @@ class TransformersBackend(DecodeLoop):
         return out.logits[:, -1, :], out.cache, mask, pos[:, -1:] + 1, ["off"] * len(prompts)
 
     def _prefill_two_phase(self, requests, prompts, alphas, bases):
-        """Prefix KV from the cache (or one batched pass for the misses), then the rest."""
+        """Prefix KV from the cache (misses computed row by row), then the rest."""
         pre = [self.prefix_ids(r.system) for r in requests]
         if any(len(p) >= len(q) or q[:len(p)] != p for p, q in zip(pre, prompts, strict=True)):
             return None  # template does not split cleanly: single-phase prefill
         # The basis is part of the key: equal alphas on placebo directions are another prefix.
         keys = [(*PrefixKVCache.key(p, alphas[i]), bases[i]) for i, p in enumerate(pre)]
-        kvs = [self.prefix_kv.get(k) for k in keys]
-        state = ["hit" if kv is not None else "miss" for kv in kvs]
-        todo: dict[tuple, int] = {}
-        for i, kv in enumerate(kvs):
-            if kv is None:
-                todo.setdefault(keys[i], i)
+        kvs, state, todo = self.prefix_kv.lookup(keys)
         if todo:
             # Misses are computed one row at a time: a prefix's KV must not depend on which
             # other misses share its batch (padding and GEMM shapes shift the last bits), or
             # a resumed run, where every prefix is a miss, could sample a different token.
             fresh = {}
-            for i in todo.values():
+            for i in todo:
                 ids, mask, pos = self._left_pad([pre[i]])
                 self.hooks.set_alphas(alphas[i:i + 1], [bases[i]])
                 out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
@@ -213,8 +208,6 @@ class TransformersBackend(DecodeLoop):
             for k, kv in fresh.items():
                 self.prefix_kv.put(k, kv)
             kvs = [kv if kv is not None else fresh[keys[i]] for i, kv in enumerate(kvs)]
-        self.prefix_kv.hits += state.count("hit")
-        self.prefix_kv.misses += state.count("miss")
         width = max(len(p) for p in pre)
         rest = [q[len(p):] for p, q in zip(pre, prompts, strict=True)]
         cache = assemble(self.model.config, kvs, width)
