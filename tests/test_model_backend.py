@@ -200,8 +200,12 @@ def test_action_keyword_constraint_and_adaptive_caps(backend, decoding):
 
 
 @pytest.mark.model
-def test_describe_and_preflight(backend):
+def test_describe_and_preflight(backend, monkeypatch):
+    from steertown.inference import transformers_backend
     from steertown.preflight import format_findings, preflight
+
+    # Other tests of the session may have loaded more models: pin the process's count.
+    monkeypatch.setattr(transformers_backend, "LOAD_COUNT", 1)
 
     d = backend.describe()
     for key in ("model_id", "dtype", "device", "layers", "vector_id", "unit", "calibration"):
@@ -213,6 +217,9 @@ def test_describe_and_preflight(backend):
     assert found["model_loads"]["status"] == "ok"
     assert d["vector_id"] in found["steering"]["detail"]
     assert "[ok]" in format_findings(list(found.values()))
+    monkeypatch.setattr(transformers_backend, "LOAD_COUNT", 2)  # a second load is flagged
+    found = {f["check"]: f for f in preflight(backend.cfg, backend)}
+    assert found["model_loads"]["status"] == "warn"
 
 
 @pytest.mark.model
