@@ -90,7 +90,7 @@ def test_exactness_check_on_the_real_model():
     """Recorded fast-arm requests (tick 1, shortened), alone vs batched, on SmolLM2 fp32."""
     import dataclasses
 
-    from model_fixtures import shared_backend
+    from tests.model_fixtures import shared_backend
 
     bench = _bench_module()
     ticks = bench.load_workload(bench.WORKLOAD)

@@ -187,7 +187,7 @@ def test_cli_fork_runs_through_the_flow_and_mlflow_records_it(tmp_path):
 def test_real_model_fork_replays_exactly_and_reproduces_the_parent(tmp_path):
     """SmolLM2, 4 agents x 3 ticks: the fork at 2 replays tick 1 on the model (no checkpoint
     before it), must match the parent's rows, and continues to the same rows."""
-    from model_fixtures import real_cfg, shared_backend
+    from tests.model_fixtures import real_cfg, shared_backend
 
     backend = shared_backend()
     config = real_cfg().to_dict()

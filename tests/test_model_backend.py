@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_fixtures import real_cfg, shared_backend
 
 from steertown.inference.backend import GenerationRequest
 from steertown.inference.embedder import HashingEmbedder
 from steertown.inference.prefix_cache import PrefixKVCache
+from tests.model_fixtures import real_cfg, shared_backend
 
 ROWS = [
     ("You are Ana, the town baker.", "You are at the cafe. What do you do?", {"E": 1.0}),

@@ -11,7 +11,6 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from model_fixtures import real_cfg, shared_backend
 
 from steertown.config import TRAITS, load_config
 from steertown.inference.backend import GenerationRequest
@@ -20,6 +19,7 @@ from steertown.inference.prefix_cache import PrefixKVCache
 from steertown.sim.engine import Simulation
 from steertown.steering import persona_text
 from steertown.steering.modes import placebo_seed
+from tests.model_fixtures import real_cfg, shared_backend
 
 pytestmark = pytest.mark.model
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_fixtures import ROOT
 
 from steertown.inference.residual import (
     added,
@@ -16,6 +15,7 @@ from steertown.inference.residual import (
     pad_id,
     right_pad,
 )
+from tests.model_fixtures import ROOT
 
 
 def test_left_and_right_padding():

@@ -166,10 +166,10 @@ def test_sharded_real_replicas_give_verification_what_it_needs():
     preflight read (traits, vectors, prompt_ids, hidden_at, steered, describe) works
     through the sharded backend, from its first replica."""
     import torch
-    from model_fixtures import real_cfg, shared_backend
 
     from steertown.inference.transformers_backend import TransformersBackend
     from steertown.preflight import preflight
+    from tests.model_fixtures import real_cfg, shared_backend
 
     one = shared_backend()
     sharded = ShardedBackend([one, TransformersBackend(real_cfg())], "round_robin")

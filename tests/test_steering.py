@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_fixtures import shared_backend
 from safetensors.torch import save_file
 
 from steertown.config import TRAITS
@@ -20,6 +19,7 @@ from steertown.steering.vectors import (
     load_vectors,
     save_vectors,
 )
+from tests.model_fixtures import shared_backend
 
 
 @pytest.fixture(scope="module")
