@@ -101,6 +101,19 @@ class Scorer:
         for s in range(0, len(order), self.batch_size):
             yield order[s:s + self.batch_size]
 
+    def _tail_batches(self, lengths: list[int], tails: list[int]) -> Iterator[list[int]]:
+        """Batches of prompts holding at most `batch_size` tails in all: each tail gets its
+        own copy of its prompt's KV cache, so the tails, not the prompts, bound memory (48
+        decision prompts x ~10 options each took 12 GB)."""
+        for group in self._batches(lengths):
+            batch: list[int] = []
+            for i in group:
+                if batch and sum(tails[j] for j in batch) + tails[i] > self.batch_size:
+                    yield batch
+                    batch = []
+                batch.append(i)
+            yield batch
+
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return left_pad(seqs, pad_id(self.b.tokenizer), self.b.device)
 
@@ -142,7 +155,7 @@ class Scorer:
         dev = self.b.device
         lengths = [len(p) + max(map(len, tails[i])) for i, p in enumerate(prompts)]
         with torch.no_grad():
-            for idx in self._batches(lengths):
+            for idx in self._tail_batches(lengths, [len(t) for t in tails]):
                 ids, mask, pos = self._left_pad([prompts[i] for i in idx])
                 alphas, extra = self._steering([steers[i] for i in idx])
                 counts = torch.tensor([len(tails[i]) for i in idx])
