@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from flows.compose import compose_run  # sets the offline environment first
-from steertown.config import RunConfig, load_config
+from steertown.config import RunConfig
+from steertown.config_loading import load_config
 from steertown.inference.backend import GenerationRequest
 from steertown.inference.batching import BatchStats, generate_all
 from steertown.inference.residual import left_pad, pad_id

@@ -19,7 +19,8 @@ from pathlib import Path
 import duckdb
 
 from flows.compose import compose_run  # sets the offline environment first
-from steertown.config import TRAITS, load_config
+from steertown.config import TRAITS
+from steertown.config_loading import load_config
 from steertown.inference import get_backend
 from steertown.inference.backend import GenerationRequest
 from steertown.inference.batching import BatchStats, generate_all

@@ -20,7 +20,7 @@ from prefect.artifacts import (  # noqa: E402
 )
 
 from steertown.analysis.summary import key_metrics  # noqa: E402
-from steertown.config import load_config  # noqa: E402
+from steertown.config_loading import load_config  # noqa: E402
 from steertown.console import say  # noqa: E402
 from steertown.live import close_view, print_summary  # noqa: E402
 from steertown.sim.runner import finish_run, resolve_run_id  # noqa: E402

@@ -46,7 +46,8 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 
 from flows.compose import compose_config, sweep  # noqa: E402
-from steertown.config import ConfigError, load_config  # noqa: E402
+from steertown.config import ConfigError  # noqa: E402
+from steertown.config_loading import load_config  # noqa: E402
 from steertown.console import say  # noqa: E402
 from steertown.sim.runner import resolve_run_id  # noqa: E402
 

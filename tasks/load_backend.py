@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from steertown.config import load_config
+from steertown.config_loading import load_config
 from steertown.console import say
 from steertown.inference import get_backend, get_embedder
 from steertown.preflight import format_findings, preflight

@@ -7,7 +7,7 @@ import dataclasses
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from steertown.config import load_config
+from steertown.config_loading import load_config
 from steertown.process_env import project_root
 from steertown.sim.runner import prepare_run
 

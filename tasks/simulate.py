@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from steertown.config import load_config
+from steertown.config_loading import load_config
 from steertown.inference import get_backend, get_embedder
 from steertown.live import open_view
 from steertown.sim.runner import run_chunk

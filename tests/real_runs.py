@@ -21,7 +21,7 @@ from tests.model_fixtures import ROOT, real_cfg, shared_backend
 
 def small_run_cfg(tmp: Path, run_id: str, population: int = 8, steps: int = 4, seed: int = 3):
     """The run config of a small real-model run (caches shared with the other tests)."""
-    from steertown.config import validate
+    from steertown.config_loading import validate
 
     cfg = real_cfg()
     cfg.run_id, cfg.seed, cfg.population, cfg.steps = run_id, seed, population, steps

@@ -11,7 +11,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from steertown.config import ConfigError, RunConfig, config_diff, load_config
+from steertown.config import ConfigError, RunConfig, config_diff
+from steertown.config_loading import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"

@@ -9,7 +9,8 @@ import pytest
 
 from steertown.agents.memory import MemoryStream
 from steertown.agents.profile import sample_population
-from steertown.config import TRAITS, load_config
+from steertown.config import TRAITS
+from steertown.config_loading import load_config
 from steertown.inference.batching import generate_all
 from steertown.inference.mock import MockBackend
 from steertown.sim.engine import Simulation

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from steertown.analysis.fingerprint import agent_rates, fingerprint, fingerprint_metrics
-from steertown.config import load_config
+from steertown.config_loading import load_config
 from steertown.sim.runner import prepare_run, run_chunk
 from steertown.storage.run_dir import RunDir, atomic_write_parquet
 from steertown.storage.schema import option_class

@@ -16,7 +16,7 @@ import pytest
 
 from steertown.analysis.diff import first_divergence
 from steertown.cli import main as cli
-from steertown.config import load_config
+from steertown.config_loading import load_config
 from steertown.inference.embedder import HashingEmbedder
 from steertown.inference.mock import MockBackend
 from steertown.sim.fork import ForkError, create_fork, plan_fork

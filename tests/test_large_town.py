@@ -10,7 +10,7 @@ import pytest
 
 from steertown.analysis.charts import build_charts
 from steertown.analysis.report import write_report
-from steertown.config import load_config
+from steertown.config_loading import load_config
 from steertown.inference import get_backend, get_embedder
 from steertown.sim.runner import finish_run, prepare_run, run_chunk
 

@@ -12,7 +12,8 @@ import torch
 
 from steertown.agents import prompts
 from steertown.agents.profile import sample_population
-from steertown.config import TRAITS, ConfigError, load_config
+from steertown.config import TRAITS, ConfigError
+from steertown.config_loading import load_config
 from steertown.inference.embedder import HashingEmbedder
 from steertown.inference.mock import MockBackend
 from steertown.sim.engine import Simulation

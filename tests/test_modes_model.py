@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from steertown.config import TRAITS, load_config
+from steertown.config import TRAITS
+from steertown.config_loading import load_config
 from steertown.inference.backend import GenerationRequest
 from steertown.inference.embedder import HashingEmbedder
 from steertown.inference.prefix_cache import PrefixKVCache

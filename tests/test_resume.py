@@ -17,7 +17,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from steertown.config import ConfigError, load_config
+from steertown.config import ConfigError
+from steertown.config_loading import load_config
 from steertown.sim.checkpoint import list_checkpoints
 from steertown.sim.runner import check_run, prepare_run, run_chunk
 from steertown.storage import schema

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from steertown.analysis import society
-from steertown.config import load_config
+from steertown.config_loading import load_config
 from steertown.inference import get_backend, get_embedder
 from steertown.sim.checkpoint import load_latest
 from steertown.sim.engine import Simulation

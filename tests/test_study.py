@@ -64,7 +64,7 @@ def _hydra_multirun_configs(monkeypatch, tmp_path, argv: list[str]) -> list[dict
 
 def test_study_grid_equals_hydra_multirun(monkeypatch, tmp_path):
     from flows.compose import compose_config, compose_run, sweep
-    from steertown.config import load_config
+    from steertown.config_loading import load_config
     from steertown.sim.runner import resolve_run_id
 
     extra = [*_tiny(tmp_path), "steering.strength=0.5,1.5"]
@@ -162,7 +162,7 @@ def test_study_on_dask(prefect_api, tmp_path):
     print(f"study of 4 runs on 2 workers: {wall:.1f} s")
 
     from flows.compose import compose_config, sweep
-    from steertown.config import load_config
+    from steertown.config_loading import load_config
     from steertown.sim.runner import resolve_run_id
 
     run_ids = [resolve_run_id(load_config(compose_config(j)))

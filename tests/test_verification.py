@@ -84,7 +84,8 @@ def test_logged_checks_require_every_steered_trait_to_vary(tmp_path):
 
 
 def test_verification_config_rejects_vacuous_controls():
-    from steertown.config import ConfigError, load_config
+    from steertown.config import ConfigError
+    from steertown.config_loading import load_config
 
     for key in ("random_directions", "control_items"):
         with pytest.raises(ConfigError, match=f"verification.{key}"):

@@ -8,7 +8,7 @@ import pytest
 
 from steertown.agents.profile import GOALS, Agent
 from steertown.agents.prompts import WORK_OPTION, action_options, action_prompt
-from steertown.config import load_config
+from steertown.config_loading import load_config
 from steertown.inference.embedder import HashingEmbedder
 from steertown.inference.mock import MockBackend
 from steertown.sim.engine import Simulation

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from steertown.config import ConfigError, RunConfig, load_config
+from steertown.config import ConfigError, RunConfig
+from steertown.config_loading import load_config
 from steertown.storage.lock import RunLock, RunLockedError
 from steertown.storage.run_dir import RunDir, RunDirError
 

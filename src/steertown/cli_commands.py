@@ -105,7 +105,7 @@ def _import_legacy(args: argparse.Namespace) -> int:
 
 def _run_config(run_dir: Path):
     """The validated config a run was made with (from its manifest)."""
-    from steertown.config import load_config
+    from steertown.config_loading import load_config
     from steertown.storage.run_dir import RunDir
 
     manifest = RunDir(run_dir).require().read_manifest()
@@ -192,7 +192,8 @@ def _sweep_layers_args(p: argparse.ArgumentParser) -> None:
 
 
 def _sweep_layers(args: argparse.Namespace) -> int:
-    from steertown.config import TRAITS, ConfigError, load_config
+    from steertown.config import TRAITS, ConfigError
+    from steertown.config_loading import load_config
     from steertown.inference import get_backend
     from steertown.verification.layer_sweep import format_table, sweep_layers, write_outputs
 

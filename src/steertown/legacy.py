@@ -36,7 +36,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from steertown.config import TRAITS, RunConfig, validate
+from steertown.config import TRAITS, RunConfig
+from steertown.config_loading import validate
 from steertown.storage import schema
 from steertown.storage.run_dir import RunDir, RunDirError
 

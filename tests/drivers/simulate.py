@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from steertown.config import load_config
+from steertown.config_loading import load_config
 from steertown.inference import get_backend, get_embedder
 from steertown.sim.runner import finish_run, prepare_run, run_chunk
 from steertown.storage.lock import RunLock

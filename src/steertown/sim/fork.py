@@ -31,13 +31,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from steertown.config import (
-    RESULT_NEUTRAL_KEYS,
-    ConfigError,
-    RunConfig,
-    flatten,
-    load_config,
-)
+from steertown.config import RESULT_NEUTRAL_KEYS, ConfigError, RunConfig, flatten
+from steertown.config_loading import load_config
 from steertown.inference.backend import Backend
 from steertown.sim.checkpoint import load_latest, save_checkpoint
 from steertown.sim.engine import Embedder, Simulation

@@ -66,7 +66,8 @@ def check_backend_matches(manifest: dict, backend) -> None:
 
 def run_verification_config(manifest: dict):
     """The run's VerificationConfig (defaults when the manifest has none or it is invalid)."""
-    from steertown.config import ConfigError, VerificationConfig, load_config
+    from steertown.config import ConfigError, VerificationConfig
+    from steertown.config_loading import load_config
 
     try:
         return load_config(manifest["config"]).verification
