@@ -80,12 +80,7 @@ def write_results(path: Path, out: dict[str, Any]) -> None:
         "",
         out["markdown"],
         END])
-    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    replace_block(path, BEGIN, END, block)
 
 
 def write_block(path: Path, key: str, title: str, info: dict[str, str], body: str) -> None:
@@ -97,6 +92,12 @@ def write_block(path: Path, key: str, title: str, info: dict[str, str], body: st
                        "absolute seconds are taken under load, read the ratios.", "",
                        "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items() if k != "date"),
                        "", f"CPU flags (SIMD/bf16): {flags}", "", body, end])
+    replace_block(path, begin, end, block)
+
+
+def replace_block(path: Path, begin: str, end: str, block: str) -> None:
+    """Put `block` (which starts with `begin` and ends with `end`) in place of the file's
+    block between those markers, or append it."""
     text = path.read_text() if path.exists() else "# Benchmark results\n\n"
     if begin in text and end in text:
         text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
