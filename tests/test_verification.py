@@ -14,7 +14,7 @@ from steertown.config import VerificationConfig
 from steertown.storage.run_dir import RunDir, atomic_write_parquet
 from steertown.verification.dose_response import SweepResult, TraitSweep, sweep_coefficients
 from steertown.verification.model_checks import control_checks, dose_checks
-from steertown.verification.stats import dose_fit, spearman
+from steertown.stats import dose_fit, spearman
 from steertown.verification.verdict import verify_run
 from tests.synthetic_run import build_run
 

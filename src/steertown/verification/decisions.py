@@ -40,7 +40,7 @@ from steertown.storage.run_dir import RunDir
 from steertown.storage.schema import option_class
 from steertown.verification.check import Check
 from steertown.verification.readouts import UNSTEERED, Scorer, Steer, norm_steer
-from steertown.verification.stats import bootstrap_ci, spearman
+from steertown.stats import bootstrap_ci, spearman
 
 AXIS_PREFIX = "vec:"  # extra directions holding the true trait vectors (not the hooks)
 

@@ -31,7 +31,7 @@ from steertown.verification.readouts import (
     norm_steer,
     random_directions,
 )
-from steertown.verification.stats import DoseFit, dose_fit
+from steertown.stats import DoseFit, dose_fit
 
 
 def sweep_coefficients(coefficients: list[float], run_max_alpha: float = 0.0) -> list[float]:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from steertown.verification.check import Check
-from steertown.verification.stats import bootstrap_ci, spearman
+from steertown.stats import bootstrap_ci, spearman
 
 MIN_AGENTS = 3
 
