@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from steertown.config import VerificationConfig
+from steertown.stats import dose_fit, spearman
 from steertown.storage.run_dir import RunDir, atomic_write_parquet
 from steertown.verification.dose_response import SweepResult, TraitSweep, sweep_coefficients
 from steertown.verification.model_checks import control_checks, dose_checks
-from steertown.stats import dose_fit, spearman
 from steertown.verification.verdict import verify_run
 from tests.synthetic_run import build_run
 

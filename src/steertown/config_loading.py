@@ -23,6 +23,7 @@ from steertown.config import (
     TRAITS,
     ConfigError,
     RunConfig,
+    VerificationConfig,
     agent_ids,
 )
 
@@ -199,7 +200,44 @@ def validate(cfg: RunConfig) -> RunConfig:
            ver.decision_coefficient)
     _check(ver.replay_tolerance > 0, "verification.replay_tolerance", "a number > 0",
            ver.replay_tolerance)
+    _check(ver.decision_random_directions >= 1, "verification.decision_random_directions",
+           "an integer >= 1", ver.decision_random_directions)
+    loose = loosened_thresholds(ver)
+    if loose:
+        raise ConfigError(loose[0])
     return cfg
+
+
+# Verdict thresholds: the project defaults are floors. A run may tighten them, never
+# loosen them (a verdict that a run's own config can weaken means nothing). +1: higher is
+# stricter; -1: lower is stricter.
+THRESHOLD_DIRECTIONS = {"min_margin_slope": 1, "min_dose_rho": 1, "min_vs_random": 1,
+                        "min_changed": 1, "min_rho": 1, "max_ppl_ratio": -1,
+                        "replay_tolerance": -1}
+
+
+def loosened_thresholds(ver: Any) -> list[str]:
+    """One-line messages for each threshold of `ver` looser than the project default."""
+    floor = VerificationConfig()
+    out = []
+    for key, sign in THRESHOLD_DIRECTIONS.items():
+        value, default = getattr(ver, key, getattr(floor, key)), getattr(floor, key)
+        if (value - default) * sign < 0:
+            word = "at least" if sign > 0 else "at most"
+            out.append(f"verification.{key}: {value!r} loosens the project threshold "
+                       f"{default!r}; a run may tighten it ({word} {default!r}), never loosen it")
+    return out
+
+
+def floored(ver: Any) -> Any:
+    """`ver` with every threshold at least as strict as the project default (for runs
+    whose manifest predates the floors, or was edited)."""
+    floor = VerificationConfig()
+    changes = {}
+    for key, sign in THRESHOLD_DIRECTIONS.items():
+        value, default = getattr(ver, key, getattr(floor, key)), getattr(floor, key)
+        changes[key] = max(value, default) if sign > 0 else min(value, default)
+    return dataclasses.replace(ver, **changes)
 
 
 def _upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:

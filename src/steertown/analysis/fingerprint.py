@@ -28,9 +28,9 @@ import numpy as np
 import pyarrow as pa
 
 from steertown.config import TRAITS
+from steertown.stats import bootstrap_ci, spearman
 from steertown.storage.run_dir import RunDir
 from steertown.storage.schema import option_class
-from steertown.stats import bootstrap_ci, spearman
 
 MIN_AGENTS = 3  # fewer agents with a value: no correlation reported
 ID_COLUMNS = ("agent_id", "name", *TRAITS)

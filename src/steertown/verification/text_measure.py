@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from steertown.verification.check import Check
 from steertown.stats import bootstrap_ci, spearman
+from steertown.verification.check import Check
 
 MIN_AGENTS = 3
 
