@@ -119,6 +119,21 @@ def cluster_bootstrap_ci(groups: Sequence, stat: Callable[[np.ndarray], float],
                         n_boot, seed, level)
 
 
+def cluster_bootstrap_values(groups: Sequence, stat: Callable[[np.ndarray], tuple],
+                             n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """[n_boot, k] values of a k-valued `stat(row indices)` over cluster resamples (as
+    `cluster_bootstrap_ci`), for statistics that share one resample."""
+    labels = list(dict.fromkeys(groups))
+    members: dict = {g: [] for g in labels}
+    for i, g in enumerate(groups):
+        members[g].append(i)
+    rows = [np.asarray(members[g], dtype=np.intp) for g in labels]
+    rng = np.random.default_rng(seed)
+    return np.array([stat(np.concatenate([rows[k] for k in rng.integers(0, len(rows),
+                                                                          len(rows))]))
+                     for _ in range(n_boot)], dtype=float)
+
+
 def ols(y: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Least-squares coefficients of y on the columns of x (no intercept)."""
     return np.linalg.lstsq(np.asarray(x, float), np.asarray(y, float), rcond=None)[0]

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from steertown.config import TRAITS
+from steertown.stats import cluster_bootstrap_ci, total_variation
 from steertown.storage.run_dir import RunDir
 from steertown.storage.schema import option_class
 from steertown.verification.branch import BranchScorer
@@ -309,10 +310,17 @@ def decision_checks(run: RunDir, backend: Any, steered: list[str], vcfg: Any, kn
     checks = [replay_check(scores)]
     no_own = all(s == 0 for s in scores.own_scale)
     seed = knob(vcfg, "seed")
-    if not checks[0].passed or no_own:
+    tv = np.array([total_variation(scores.probs(k, "own"), scores.probs(k, "none"))
+                   for k in range(len(decisions))])
+    tv_high = cluster_bootstrap_ci([d.agent_id for d in decisions],
+                                   lambda ix: float(tv[ix].mean()), seed=seed)[1]
+    too_small = not tv_high > knob(vcfg, "min_changed")
+    if not checks[0].passed or no_own or too_small:
         why = ("the logged decisions are not the own-steering replay" if not checks[0].passed
                else "no decision's steering reached the residual stream (mode "
-               + "/".join(sorted({d.mode for d in decisions})) + ")")
+               + "/".join(sorted({d.mode for d in decisions})) + ")" if no_own
+               else f"steering changed too little: mean TV(own, none) {tv.mean():.4f}, CI "
+                    f"high {tv_high:.4f} <= the minimum effect {knob(vcfg, 'min_changed'):g}")
         checks += [Check(name, False, True, "not scored further: " + why)
                    for name in ["decisions.changed", *(f"decisions.{t}" for t in steered)]]
     else:
