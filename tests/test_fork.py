@@ -133,6 +133,9 @@ def test_fork_of_a_fork_before_its_fork_point_is_refused(parent):
     (["--at", "10"], "--at: 10 is after the fork's last tick (steps=9); set steps=N with N >= 10"),
     (["--at", "3", "model.name=hf"], "model.name: cannot change in a fork"),
     (["--at", "3", "seed=2"], "seed: cannot change in a fork"),
+    # A fork is judged by its parent's thresholds (issue 19): not even to tighten them.
+    (["--at", "3", "verification.replay_tolerance=10"],
+     "verification.replay_tolerance: cannot change in a fork"),
     (["--at", "3", "steering.agents.agent-012.A=0.5"],
      "steering.agents.agent-012: unknown agent id; allowed: agent-000..agent-011"),
     (["--at", "3", "steering.mode=vector"], "steering.mode: 'vector' is out of range"),

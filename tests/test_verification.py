@@ -41,6 +41,43 @@ def _by_name(report):
     return {c["name"]: c for c in report["checks"]}
 
 
+@pytest.mark.parametrize("key,value", [("min_changed", 0.01), ("min_margin_slope", 0.0),
+                                       ("min_vs_random", 0.5), ("replay_tolerance", 10.0),
+                                       ("max_ppl_ratio", 9.0)])
+def test_a_run_cannot_loosen_a_verdict_threshold(key, value):
+    from steertown.config import ConfigError
+    from steertown.config_loading import load_config
+
+    with pytest.raises(ConfigError, match=f"verification.{key}: .* loosens the project "
+                                          "threshold") as e:
+        load_config({"verification": {key: value}})
+    assert "\n" not in str(e.value)
+    tighter = 2 * getattr(VerificationConfig(), key) if key.startswith("min") else \
+        getattr(VerificationConfig(), key) / 2
+    assert getattr(load_config({"verification": {key: tighter}}).verification, key) == tighter
+
+
+def test_verify_floors_thresholds_it_is_given():
+    from steertown.config_loading import floored
+
+    loose = VerificationConfig(min_changed=0.0, replay_tolerance=5.0, min_dose_rho=0.99)
+    f = floored(loose)
+    assert (f.min_changed, f.replay_tolerance, f.min_dose_rho) == (0.05, 1e-3, 0.99)
+
+
+def test_quick_is_a_quick_look_not_a_verdict(tmp_path, capsys):
+    from steertown.cli import main as cli
+
+    run = build_run(tmp_path)
+    assert cli(["verify", str(run), "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "quick look, not a verdict" in out
+    assert "PASS" not in out.splitlines()[-1] and "FAIL" not in out.splitlines()[-1]
+    report = json.loads((run / "verification" / "report.json").read_text())
+    assert report["verdict"] == "QUICK LOOK" and report["quick"] is True
+    assert "Quick look, not a verdict" in (run / "verification" / "report.md").read_text()
+
+
 def test_logged_checks_pass_on_a_steered_run(tmp_path):
     run = build_run(tmp_path)
     report = verify_run(run)
