@@ -40,3 +40,14 @@ def test_core_imports_no_orchestration():
 def test_cli_modules_import_one_way():
     assert "steertown.cli_commands" in _imports(ROOT / "src/steertown/cli.py")
     assert "steertown.cli" not in _imports(ROOT / "src/steertown/cli_commands.py")
+
+
+def test_statistics_are_on_the_ground_floor():
+    """One statistics module for analysis and verification (issue 22): both import it, it
+    imports neither (nor anything of the project)."""
+    stats = _imports(ROOT / "src/steertown/stats.py")
+    assert not {n for n in stats if n.startswith("steertown")}, stats
+    assert "steertown.stats" in _imports(ROOT / "src/steertown/analysis/fingerprint.py")
+    assert "steertown.stats" in _imports(ROOT / "src/steertown/verification/decision_stats.py")
+    for path in (ROOT / "src/steertown").rglob("*.py"):
+        assert "steertown.verification.stats" not in _imports(path), path

@@ -135,4 +135,30 @@ def format_markdown(report: dict) -> str:
         fig = c["figure"] + (f" ({c['detail']})" if c.get("detail") else "")
         fig = fig.replace("|", "\\|")  # figures say |slope|: keep the table intact
         lines.append(f"| {c['name']} | {res} | {'yes' if c['required'] else 'no'} | {fig} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + expected_table(report["checks"])) + "\n"
+
+
+def expected_table(checks: list[dict]) -> list[str]:
+    """Markdown rows: P(class) per unit coefficient per trait against the expected-behaviour
+    table stated before measuring (`expected.EXPECTED`); reported, not required."""
+    from steertown.verification.expected import EXPECTED, agreement
+
+    rows = []
+    for c in checks:
+        t = c["name"].split(".", 1)[1] if c["name"].startswith("decisions.") else ""
+        for cls, sign in EXPECTED.get(t, {}).items():
+            d = c.get("data", {})
+            if f"shift_{cls}" not in d:
+                rows.append(f"| {t} | {'raise' if sign > 0 else 'lower'} {cls} | not offered "
+                            "in the sampled decisions | |")
+                continue
+            lo, hi = d[f"shift_{cls}_ci_low"], d[f"shift_{cls}_ci_high"]
+            rows.append(f"| {t} | {'raise' if sign > 0 else 'lower'} {cls} | "
+                        f"{d[f'shift_{cls}']:+.3f} [{lo:+.3f}..{hi:+.3f}] | "
+                        f"{agreement(t, cls, lo, hi)} |")
+    if not rows:
+        return []
+    return ["", "## Expected behaviour (stated before measuring; reported, not required)", "",
+            "P(class) per unit coefficient along the trait's axis at the run's sampled "
+            "decisions (95% CI, agent bootstrap).", "",
+            "| trait | expected | measured | reading |", "|---|---|---|---|", *rows]
