@@ -20,6 +20,7 @@ TRAITS = ["E", "A", "C", "O", "N"]
 MEANS = {"E": 0.3, "A": 0.2, "C": 0.2, "O": 0.0, "N": -0.1}  # the fast arm's
 TRAIT_SIZE = 1.0  # logit change per unit coefficient along a trait's direction (sd)
 RANDOM_SIZE = 0.75  # a random direction of the same residual norm moves logits less
+OVERLAP = 0.6  # correlation share of the trait axes' common part
 
 
 def _softmax(z):
@@ -32,7 +33,7 @@ def synthetic(kind: str = "steered", agents: int = 32, seed: int = 0, strength: 
     """`kind`: steered (the agent's alphas on the trait directions), placebo (on other
     directions of the same size), shuffled (each alpha on the next trait's direction,
     E<-A<-C<-O<-N<-E), off (logged alphas, generated unsteered), prompt (nothing reaches
-    the residual stream: own = none)."""
+    the residual stream: own = none), negated (each trait steered the wrong way)."""
     rng = np.random.default_rng(seed)
     names = ["own", "none", *(f"vec:{t}{s}" for t in TRAITS for s in "+-"),
              *(f"R{r}" for r in range(n_random)),
@@ -44,11 +45,15 @@ def synthetic(kind: str = "steered", agents: int = 32, seed: int = 0, strength: 
         for k in range(int(rng.integers(1, 3))):
             n = int(rng.integers(3, 8))
             base = rng.normal(0, 1.5, n)
-            d = {t: rng.normal(0, TRAIT_SIZE, n) for t in TRAITS}
+            # Trait axes overlap (on SmolLM2 E, A and O all raise talk): a shared part.
+            common = rng.normal(0, TRAIT_SIZE, n)
+            d = {t: OVERLAP * common + np.sqrt(1 - OVERLAP ** 2) * rng.normal(0, TRAIT_SIZE, n)
+                 for t in TRAITS}
             # placebo directions are random directions of the trait norm: random-sized effects
             placebo = {t: rng.normal(0, RANDOM_SIZE, n) for t in TRAITS}
             shuffled = dict(zip(TRAITS, [d[t] for t in TRAITS[1:] + TRAITS[:1]], strict=True))
             basis = {"steered": d, "off": d, "placebo": placebo, "shuffled": shuffled,
+                     "negated": {t: -d[t] for t in TRAITS},
                      "prompt": {t: 0 * d[t] for t in TRAITS}}[kind]
             own = sum(alpha[t] * basis[t] for t in TRAITS)
             norm = float(np.sqrt(sum(v * v for v in alpha.values())))
@@ -109,6 +114,13 @@ def test_shuffled_labels_fail_the_trait_checks():
     checks = checks_of(synthetic("shuffled"))
     failed = [t for t in TRAITS if not checks[f"decisions.{t}"].passed]
     assert len(failed) >= 4, {t: checks[f"decisions.{t}"].figure for t in TRAITS}
+
+
+def test_steering_each_trait_the_wrong_way_fails_every_trait_check():
+    checks = checks_of(synthetic("negated"))
+    for t in TRAITS:  # its own axis explains the shift best, but with the wrong sign
+        c = checks[f"decisions.{t}"]
+        assert c.passed is False and c.data["ci_high"] < 0 < c.data["margin"], c.figure
 
 
 def test_steering_off_fails_the_replay():
