@@ -3,7 +3,7 @@
 Usage: python scripts/world_pilot.py <run_dir> [<run_dir> ...]
    e.g. python scripts/world_pilot.py /work/study-data/world/dumps/pilot-1
 
-Reads the run's tables with DuckDB (steertown.analysis.queries.connect); writes nothing.
+Reads the run's tables with DuckDB (steertown.analysis.society.connect); writes nothing.
 Prints: action shares (Invite and Accept included, replies counted), goals met at the
 last tick, the energy distribution at the last tick, and density / news reach / goals met /
 Gini of coins at ticks 1, 10, 20, 30, 40 (those the run has), then the pilot's targets.
@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import sys
 
-from steertown.analysis.queries import connect, rows
+from steertown.analysis.queries import rows
+from steertown.analysis.society import connect
 
 KINDS = ("WORK", "MOVE", "TALK", "REST", "HELP", "INVITE", "ACCEPT")
 SNAPSHOT_TICKS = (1, 10, 20, 30, 40)

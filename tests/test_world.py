@@ -149,7 +149,15 @@ def test_idle_agents_recover_energy_between_ticks():
         a.energy = 3
     agents[0].energy = economy.MAX_ENERGY
     rules.end_tick({agents[1].agent_id})  # agents[1] took a turn this tick
-    assert [a.energy for a in agents] == [economy.MAX_ENERGY, 3, 3 + economy.IDLE_RECOVERY]
+    assert [a.energy for a in agents] == [economy.MAX_ENERGY, 3, 4]
+    # In the engine: whoever took no turn in a tick ends it with one more energy.
+    sim = mock_sim(population=16)
+    for a in sim.agents:
+        a.energy = 5
+    r = sim.run_tick(1)
+    acted = {x["agent_id"] for x in r.actions}
+    idle = [s["energy"] for s in r.agent_state if s["agent_id"] not in acted]
+    assert idle and idle == [6] * len(idle)
 
 
 def test_homes_have_no_job():

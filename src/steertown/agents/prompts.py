@@ -97,8 +97,15 @@ def action_prompt(agent: Agent, town: Town, others: list[str], transcript: list[
         lines.append("You remember:\n" + "\n".join(f"- {m}" for m in memories))
     if agent.plan:
         lines.append(f"Your plan: {agent.plan}")
-    lines.append(f"Do you talk to {' or '.join(others)}, or do something else?" if others
-                 else "What do you do now?")
+    # The closing question names the social moves the options offer. "Invite" is two tokens
+    # ("Inv", "ite") where the others are one: unnamed, it was never chosen (pilot, 0 of 144).
+    invite = (f", invite {' or '.join(others)} to {spec_of(agent).place}"
+              if not economy.check_energy(agent, "INVITE") else "")
+    if inviter:
+        lines.append(f"Do you accept {inviter}'s invitation, or do something else?")
+    else:
+        lines.append(f"Do you talk to {' or '.join(others)}{invite}, or do something else?"
+                     if others else "What do you do now?")
     return "\n".join(lines)
 
 
