@@ -33,12 +33,12 @@ class GoalSpec:
 # agents): reachable by an agent who pursues it, not by one who does not (docs/world.md).
 GOAL_SPECS: dict[str, GoalSpec] = dict(zip(GOALS, (
     GoalSpec("gather", 2, "park"),              # organise a town picnic
-    GoalSpec("earn", 12, "library"),            # write a brief about the library hours
+    GoalSpec("earn", 10, "library"),            # write a brief about the library hours
     GoalSpec("befriend", 2, "park"),            # find volunteers for the garden
     GoalSpec("befriend", 2, "market"),          # learn what neighbours think
-    GoalSpec("earn", 12, "cafe"),               # finish a painting for the cafe wall
+    GoalSpec("earn", 10, "cafe"),               # finish a painting for the cafe wall
     GoalSpec("gather", 2, "community_center"),  # plan a bicycle workshop
-    GoalSpec("explore", 4, "town_square"),      # collect stories about the town
+    GoalSpec("explore", 3, "town_square"),      # collect stories about the town
     GoalSpec("gather", 2, "library"),           # start a reading circle
 ), strict=True))
 
