@@ -182,9 +182,11 @@ def test_an_invitation_is_answered_at_once_with_accept_offered():
     host, guest = agents[0], agents[1]
     out = act(rules, town, host, "Invite Ben to park", [guest.agent_id])
     assert out.success and out.reply_by == guest.agent_id
-    # The reply turn answers the invitation: accept, talk back to the inviter, or rest.
-    assert action_options(guest, town, ["Ada"], inviter="Ada") == (
-        "Accept invite", "Talk Ada:", "Rest")
+    # The reply turn answers the invitation: accept or talk back to the inviter (or rest
+    # when too tired to talk).
+    assert action_options(guest, town, ["Ada"], inviter="Ada") == ("Accept invite", "Talk Ada:")
+    guest.energy = 0
+    assert action_options(guest, town, ["Ada"], inviter="Ada") == ("Accept invite", "Rest")
 
 
 def test_an_invitation_opens_a_reply_turn_in_the_engine():
