@@ -308,3 +308,27 @@ def test_options_follow_energy_and_company():
                    action_options(a, town, ["Ben"]))
     assert "The job here is to tend the community garden (2 coins)" in action_prompt(
         a, town, [], [], [], 1)
+
+
+def test_prompts_name_every_social_move_without_trait_words():
+    from steertown.agents.prompts import persona
+
+    _, _, _, town = world()
+    a = agent(0, location="park")  # goal: the picnic, gathering at the park
+    system = persona(a)
+    assert "Invite Ben to park" in system and "Help Ben" in system  # the format example
+    assert "(get 2 people to park)" in system  # the goal's measurable target
+    assert ("Do you talk to Ben or Cleo, invite Ben or Cleo to park, or do something else?"
+            in action_prompt(a, town, ["Ben", "Cleo"], [], [], 1))
+    a.energy = 0  # inviting is not possible, so not named
+    assert "invite" not in action_prompt(a, town, ["Ben"], [], [], 1)
+    a.invite = {"from": "agent-001", "place": "park", "tick": 1}
+    assert "Do you accept Ben's invitation" in action_prompt(a, town, ["Ben"], [], [], 2, "Ben")
+    # Personality enters through steering only: no trait word of prompt mode in any of it.
+    from steertown.steering.persona_text import POLES
+
+    words = {w.strip() for pair in POLES.values() for side in pair
+             for w in side.replace(" and ", ",").split(",")}
+    text = " ".join([system, action_prompt(a, town, ["Ben"], [], [], 2, "Ben"),
+                     action_prompt(agent(1), town, ["Ada"], [], [], 2)]).lower()
+    assert not [w for w in words if f" {w} " in f" {text} "]
