@@ -209,14 +209,14 @@ def analyze_stage(spec: StudySpec, say=print) -> Path:
                 "mode": c.mode or c.config["steering"]["mode"], "dir": str(c.run_dir),
                 "complete": c in complete_cells(spec), "verdict": verdicts[c.run_id]}
                for c in cells]
-    command = f"python flows/study.py {_shown(spec.results_dir)} --stage analyze"
+    command = f"python flows/study.py {shown_path(spec.results_dir)} --stage analyze"
     path = write_results(spec.name, planned, spec.results_dir, data_dir=spec.data_dir,
                          command=command)
     say(f"Results: {path}")
     return path
 
 
-def _shown(path: Path | None) -> str:
+def shown_path(path: Path | None) -> str:
     """A path as the user would type it: relative to the project root when inside it."""
     if path is None:
         return "."

@@ -89,6 +89,7 @@ def killed_then_resumed(tmp_path_factory):
     return tmp, data, folder, seen
 
 
+@pytest.mark.slow
 def test_killed_study_resumes_and_skips_finished_cells(killed_then_resumed):
     tmp, data, folder, seen = killed_then_resumed
     assert seen["first"].returncode == -9, seen["first"].stderr[-2000:]
@@ -119,6 +120,7 @@ def test_killed_study_resumes_and_skips_finished_cells(killed_then_resumed):
     assert again.count("verified earlier") == 4 and "Steering verification:" not in again
 
 
+@pytest.mark.slow
 def test_results_flag_an_incomplete_study_and_state_a_complete_one(killed_then_resumed):
     _, _, folder, seen = killed_then_resumed
     assert seen["analyze_partial"].returncode == 0, seen["analyze_partial"].stderr[-2000:]
@@ -141,6 +143,7 @@ def test_results_flag_an_incomplete_study_and_state_a_complete_one(killed_then_r
     assert f"p_talk: {float(e['mean']):+.3f}" in done
 
 
+@pytest.mark.slow
 def test_reproduce_passes_on_an_unchanged_cell_and_fails_on_an_altered_one(
         killed_then_resumed):
     tmp, _, folder, _ = killed_then_resumed
