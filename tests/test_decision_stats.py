@@ -12,6 +12,7 @@ TV(own, none) ~0.2, random directions of the same norm ~3/4 of that.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from steertown.verification.decision_stats import changed_check, trait_checks
 from steertown.verification.decisions import Decision, DecisionScores, replay_check
@@ -29,11 +30,13 @@ def _softmax(z):
 
 
 def synthetic(kind: str = "steered", agents: int = 32, seed: int = 0, strength: float = 1.0,
-              drift: float = 0.0, n_random: int = 2) -> DecisionScores:
+              drift: float = 0.0, n_random: int = 2, per_agent: int | None = None
+              ) -> DecisionScores:
     """`kind`: steered (the agent's alphas on the trait directions), placebo (on other
     directions of the same size), shuffled (each alpha on the next trait's direction,
     E<-A<-C<-O<-N<-E), off (logged alphas, generated unsteered), prompt (nothing reaches
-    the residual stream: own = none), negated (each trait steered the wrong way)."""
+    the residual stream: own = none), negated (each trait steered the wrong way).
+    `per_agent`: decisions per agent (default 1 or 2 at random)."""
     rng = np.random.default_rng(seed)
     names = ["own", "none", *(f"vec:{t}{s}" for t in TRAITS for s in "+-"),
              *(f"R{r}" for r in range(n_random)),
@@ -42,7 +45,7 @@ def synthetic(kind: str = "steered", agents: int = 32, seed: int = 0, strength: 
     for a in range(agents):
         alpha = {t: float(np.clip(rng.normal(MEANS[t], 0.45), -1, 1)) * strength
                  for t in TRAITS}
-        for k in range(int(rng.integers(1, 3))):
+        for k in range(per_agent or int(rng.integers(1, 3))):
             n = int(rng.integers(3, 8))
             base = rng.normal(0, 1.5, n)
             # Trait axes overlap (on SmolLM2 E, A and O all raise talk): a shared part.
@@ -137,18 +140,20 @@ def test_inexact_dtypes_tolerate_drift_but_not_unsteered_generation():
     assert replay_check(off).passed is False
 
 
-def test_power_and_false_positive_rate_over_seeds():
-    """A real effect of the measured size at 32 agents x 1-2 decisions passes in >= 95% of
-    seeds (`changed` and all five traits); each null fails in >= 95% of seeds: a placebo
-    (some required check), shuffled labels (each trait's check)."""
+@pytest.mark.parametrize("per_agent", [1, None])
+def test_power_and_false_positive_rate_over_seeds(per_agent):
+    """A real effect of the measured size at 32 agents x 1 decision (the default budget,
+    `decision_samples` 32) and x 1-2 passes in >= 95% of seeds (`changed` and all five
+    traits); each null fails in >= 95% of seeds: a placebo (some required check),
+    shuffled labels (each trait's check)."""
     seeds = range(40)
-    passes = sum(all(c.passed for c in checks_of(synthetic("steered", seed=s)).values())
-                 for s in seeds)
+    passes = sum(all(c.passed for c in checks_of(
+        synthetic("steered", seed=s, per_agent=per_agent)).values()) for s in seeds)
     assert passes >= 38, passes
-    placebo = sum(all(c.passed for c in checks_of(synthetic("placebo", seed=s)).values())
-                  for s in seeds)
+    placebo = sum(all(c.passed for c in checks_of(
+        synthetic("placebo", seed=s, per_agent=per_agent)).values()) for s in seeds)
     assert placebo <= 2, placebo
-    shuffled = [checks_of(synthetic("shuffled", seed=s)) for s in seeds]
+    shuffled = [checks_of(synthetic("shuffled", seed=s, per_agent=per_agent)) for s in seeds]
     for t in TRAITS:
         false_pass = sum(bool(c[f"decisions.{t}"].passed) for c in shuffled)
         assert false_pass <= 2, (t, false_pass)
