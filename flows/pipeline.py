@@ -48,7 +48,7 @@ def run_flow(config: dict, overrides: list[str] | None = None) -> dict:
     manifest and in MLflow.
     """
     wall = time.perf_counter()
-    cfg = load_config(config)  # fail fast on bad input, before anything is written
+    cfg = load_config(config, new_run=True)  # fail fast on bad input, before anything is written
     run_dir = Path(cfg.storage_dir) / resolve_run_id(cfg)
     with RunLock(run_dir):
         plan = resolve_config(config)

@@ -203,9 +203,6 @@ def validate(cfg: RunConfig) -> RunConfig:
            ver.replay_tolerance)
     _check(ver.decision_random_directions >= 1, "verification.decision_random_directions",
            "an integer >= 1", ver.decision_random_directions)
-    loose = loosened_thresholds(ver)
-    if loose:
-        raise ConfigError(loose[0])
     return cfg
 
 
@@ -263,11 +260,22 @@ def _upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "steering": st}
 
 
-def load_config(data: dict[str, Any]) -> RunConfig:
+def load_config(data: dict[str, Any], new_run: bool = False) -> RunConfig:
     """Build and validate a RunConfig from a plain (Hydra-resolved) dict; `auto` model
     device/backend/dtype become this machine's values (inference.choice), so they are
-    part of the config hash."""
+    part of the config hash.
+
+    Verdict thresholds looser than the project's: for a `new_run` (the run flow's
+    resolve_config) a one-line ConfigError naming the key; when reading a recorded
+    config (a manifest written before the floors, or edited) they are floored, so no
+    reader ever judges with looser thresholds and old runs still load."""
     from steertown.inference.choice import resolve_model
 
     data = _upgrade_legacy({k: v for k, v in data.items() if k != "hydra"})
-    return resolve_model(validate(_build(RunConfig, data)))
+    cfg = validate(_build(RunConfig, data))
+    loose = loosened_thresholds(cfg.verification)
+    if loose and new_run:
+        raise ConfigError(loose[0])
+    if loose:
+        cfg.verification = floored(cfg.verification)
+    return resolve_model(cfg)
