@@ -30,7 +30,7 @@ def _softmax(z):
 
 
 def synthetic(kind: str = "steered", agents: int = 32, seed: int = 0, strength: float = 1.0,
-              drift: float = 0.0, n_random: int = 2, per_agent: int | None = None
+              drift: float = 0.0, n_random: int = 1, per_agent: int | None = None
               ) -> DecisionScores:
     """`kind`: steered (the agent's alphas on the trait directions), placebo (on other
     directions of the same size), shuffled (each alpha on the next trait's direction,

@@ -118,10 +118,27 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
                    help="only the first N message files (default: all)")
     p.add_argument("--no-model", action="store_true",
                    help="logged checks only: do not load the run's model")
+    p.add_argument("--budget", choices=("default", "run"), default="default",
+                   help="default (the default): this version's default budget (decisions "
+                        "re-scored, items, random directions) with the run's thresholds; "
+                        "run: the budget recorded in the run's manifest")
     p.add_argument("--quick", action="store_true",
                    help="small model-check budget (4 items, 5 coefficients, 2 random "
                         "directions, no cross-trait matrix, 1 decision per agent up to 32): "
                         "a quick look, not a verdict")
+
+
+def default_budget(recorded):
+    """This version's default verification budget, with the run's recorded thresholds
+    (already floored at the project's, so only ever tighter)."""
+    from dataclasses import fields, replace
+
+    from steertown.config import VerificationConfig
+    from steertown.config_loading import THRESHOLD_DIRECTIONS
+
+    keep = {f.name: getattr(recorded, f.name) for f in fields(recorded)
+            if f.name in THRESHOLD_DIRECTIONS}
+    return replace(VerificationConfig(), **keep)
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -134,6 +151,8 @@ def _verify(args: argparse.Namespace) -> int:
 
         backend = get_backend(cfg)
     vcfg = None
+    if cfg is not None and args.budget == "default":
+        vcfg = default_budget(cfg.verification)
     if cfg is not None and args.quick:
         from dataclasses import replace
 

@@ -132,7 +132,7 @@ class VerificationConfig:
     # Decisions in situ: the run's own decisions re-scored (docs/verification.md).
     decision_samples: int = 32  # decisions re-scored, spread over agents and ticks
     decision_coefficient: float = 1.0  # +c: each trait's decision axis (p(+c v) - p(0)) / c
-    decision_random_directions: int = 2  # per decision, random directions of the own norm
+    decision_random_directions: int = 1  # per decision, random directions of the own norm
     min_changed: float = 0.05  # decisions.changed: CI of the mean TV must exceed it (floor)
     replay_tolerance: float = 1e-3  # |logged - replayed| log-prob (float32; x50 otherwise)
     text_measure: bool = True  # MiniLM text score per trait (independent of the model)
