@@ -1,12 +1,13 @@
 """Sabotage suite on the real model: the verdict's decision checks pass a correctly steered
 town and fail each way of not steering it (issue 19).
 
-One session fixture simulates one tick of a 32-agent town (the fast arm's coefficients,
-seed 3, every agent deciding once) in each of seven ways, on the shared float32 SmolLM2:
+One session fixture simulates two ticks of a 32-agent town (the fast arm's coefficients,
+seed 3, every agent deciding each tick) in each of seven ways, on the shared float32 SmolLM2:
 correctly steered; `steering.strength=0.01`; `steering.mode=placebo`, `prompt`, `off`;
 alphas logged but generation unsteered; trait labels shuffled cyclically (E<-A<-C<-O<-N<-E
-vectors, logged alphas keep their labels). Each is verified at a small budget (one decision
-per agent, one random direction). The runs that fail at the replay or for want of any
+vectors, logged alphas keep their labels). Each is verified at the default decision budget
+(two decisions per agent, one random direction). At one decision per agent (one tick) the
+correctly steered town failed O's check (E's and O's axes overlap; measured, 30 decisions). The runs that fail at the replay or for want of any
 residual-stream steering stop after the own/none re-scoring, so they cost little.
 """
 
@@ -24,7 +25,7 @@ TRAITS = ["E", "A", "C", "O", "N"]
 
 
 def vcfg() -> VerificationConfig:
-    return VerificationConfig(decision_samples=32, decision_random_directions=1)
+    return VerificationConfig(decision_samples=64, decision_random_directions=1)
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +41,7 @@ def verdicts(tmp_path_factory):
     class Verdicts:
         def __getitem__(self, kind: str) -> dict:
             if kind not in cache:
-                run = make_run(tmp, kind, population=32, steps=1, spread=0.5)
+                run = make_run(tmp, kind, population=32, steps=2, spread=0.5)
                 # The shuffled control is replayed as it was delivered (its replay
                 # passes), so it is the trait check, not the replay, that must catch it.
                 checks, _ = decision_checks(

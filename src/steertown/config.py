@@ -130,7 +130,7 @@ class VerificationConfig:
     coherence_prompts: int = 2
     coherence_tokens: int = 24
     # Decisions in situ: the run's own decisions re-scored (docs/verification.md).
-    decision_samples: int = 32  # decisions re-scored, spread over agents and ticks
+    decision_samples: int = 64  # decisions re-scored, spread over agents and ticks
     decision_coefficient: float = 1.0  # +c: each trait's decision axis (p(+c v) - p(0)) / c
     decision_random_directions: int = 1  # per decision, random directions of the own norm
     min_changed: float = 0.05  # decisions.changed: CI of the mean TV must exceed it (floor)
