@@ -136,7 +136,10 @@ class RunTracker:
         model = manifest.get("model") or (cfg_dict.get("model") or {}).get("name")
         all_tags = {
             "run_id": run_id, "arm": str(manifest.get("arm") or cfg_dict.get("arm")),
-            "config_hash": str(manifest.get("config_hash")), "git_sha": str(manifest.get("git_sha")),
+            "config_hash": str(manifest.get("config_hash")),
+            # MLflow's own tag for the commit: the UI shows it in the run's source column
+            **({"mlflow.source.git.commit": str(manifest["git_sha"])}
+               if manifest.get("git_sha") else {}),
             "model": str(model.get("name") if isinstance(model, dict) else model),
             "seed": str(cfg_dict.get("seed")), "source": str(manifest.get("source", "steertown")),
             "steering_mode": str((cfg_dict.get("steering") or {}).get("mode", "vectors")),
