@@ -66,9 +66,40 @@ def test_wheel_has_package_data_and_the_command(wheel):
 def test_wheel_declares_what_the_library_imports(wheel):
     meta_name = next(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith("METADATA"))
     meta = Parser().parsestr(zipfile.ZipFile(wheel).read(meta_name).decode())
-    declared = {r.split(";")[0].split("[")[0].split("=")[0].split(">")[0].split("<")[0]
-                .strip().lower().replace("_", "-") for r in meta.get_all("Requires-Dist")
-                if "extra ==" not in r}
-    missing = sorted(n for n in _imports() - OPTIONAL
+    from steertown.extras import EXTRAS
+
+    def dist(req: str) -> str:
+        return (req.split(";")[0].split("[")[0].split("=")[0].split(">")[0].split("<")[0]
+                .strip().lower().replace("_", "-"))
+
+    reqs = meta.get_all("Requires-Dist")
+    declared = {dist(r) for r in reqs if "extra ==" not in r}
+    optional = {m for mods in EXTRAS.values() for m in mods}
+    missing = sorted(n for n in _imports() - OPTIONAL - optional
                      if DIST.get(n, n).lower().replace("_", "-") not in declared)
     assert not missing, f"imported by src/steertown but not in pyproject dependencies: {missing}"
+    for extra, modules in EXTRAS.items():  # each extra's modules are what the extra installs
+        in_extra = {dist(r) for r in reqs if f'extra == "{extra}"' in r}
+        assert {DIST.get(m, m).replace("_", "-") for m in modules} <= in_extra, extra
+        assert not in_extra & declared, f"{extra}: also a plain dependency"
+
+
+def test_onnx_without_onnxruntime_runs_on_torch(monkeypatch, capsys):
+    """A plain `pip install steertown` (no onnx extra): asking for onnx says so in one line
+    and builds the torch backend."""
+    import steertown.inference as inference
+    from steertown.config_loading import load_config
+    from steertown.extras import missing_modules
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    assert "onnxruntime" in missing_modules("onnx")
+    built = []
+    monkeypatch.setattr("steertown.inference.transformers_backend.TransformersBackend",
+                        lambda cfg: built.append(cfg.model.backend) or "torch backend")
+    monkeypatch.setattr("steertown.inference.onnx_backend.OnnxBackend",
+                        lambda cfg: pytest.fail("ONNX backend built without onnxruntime"))
+    cfg = load_config({"model": {"name": "smollm2", "backend": "onnx", "device": "cpu"}})
+    assert inference.make_backend(cfg) == "torch backend" and built == ["onnx"]
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "running on torch" in out[0]
+    assert "pip install 'steertown[onnx]'" in out[0]

@@ -31,6 +31,7 @@ from markupsafe import Markup
 
 from steertown.analysis.charts import build_charts, save_png
 from steertown.analysis.diff import diff_section
+from steertown.analysis.dose_chart import dose_response_charts
 from steertown.analysis.society import build_society_charts
 from steertown.analysis.summary import analyze_run
 from steertown.config import flatten
@@ -174,7 +175,8 @@ def verification_section(ctx: ReportContext) -> Section:
     mode = ((ctx.manifest.get("config") or {}).get("steering") or {}).get("mode", "vectors")
     values["control_note"] = control_note(mode)
     return Section("Steering verification", "verification",
-                   render_fragment("sections/verification.html.j2", **values))
+                   render_fragment("sections/verification.html.j2", **values),
+                   charts=dose_response_charts(ctx.run_dir))
 
 
 def fingerprint_heatmap(rows: list[dict]) -> alt.Chart:

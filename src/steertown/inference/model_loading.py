@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from steertown.config import ConfigError, RunConfig
+from steertown.extras import install_hint, missing_modules
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +224,10 @@ def load_model(cfg: RunConfig) -> LoadedModel:
     quant = "none"
     op = cfg.optimization
     if op.use_quantization:
-        if device.startswith("cuda"):
+        if device.startswith("cuda") and missing_modules("quant"):
+            _warn(notes, "optimization.use_quantization: bitsandbytes is not installed, loading "
+                  f"full precision; for 4-bit weights: {install_hint('quant')}")
+        elif device.startswith("cuda"):
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(
