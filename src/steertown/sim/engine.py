@@ -22,7 +22,6 @@ import numpy as np
 
 from steertown.agents import prompts
 from steertown.agents.memory import MemoryStream
-from steertown.agents.profile import Agent, sample_population
 from steertown.agents.text_quality import NOT_FREE_TEXT, QualityLabeler, situation_text
 from steertown.config import TRAITS, RunConfig
 from steertown.inference.backend import Backend, GenerationRequest, GenerationResult
@@ -31,6 +30,7 @@ from steertown.steering import modes
 from steertown.world.actions import Action, parse_action
 from steertown.world.goals import spec_of, update_goal
 from steertown.world.metrics import society_row
+from steertown.world.residents import Agent, sample_population
 from steertown.world.rules import IMPORTANCE, Rules
 from steertown.world.scheduler import Encounter, schedule_encounters
 from steertown.world.social import NEWS, Ties, seed_news

@@ -8,7 +8,7 @@
 - off: nothing; rows log zero alphas and strength 0 (today's `enabled: false`).
 
 In every mode but off, message and decision rows log the agent's effective alphas
-(strength x coefficient, the "dose": agents.profile.Agent.steering), so the same analysis (behaviour vs alpha) runs
+(strength x coefficient, the "dose": world.residents.Agent.steering), so the same analysis (behaviour vs alpha) runs
 in each mode; the `steering_mode` column says how the dose was delivered.
 The engine decides the delivery, so a backend that knows nothing of modes is still
 right for prompt and off (it receives zero alphas); placebo needs `placebo_seed`.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # profile takes its starting values from here
-    from steertown.agents.profile import Agent
+    from steertown.world.residents import Agent
 
 START_COINS = 5
 MAX_ENERGY = 10
