@@ -9,7 +9,8 @@ import pytest
 from mlflow import MlflowClient
 from synthetic_run import build_run
 
-from steertown.analysis.compare import compare_runs, mean_ci
+from steertown.analysis.compare import compare_runs
+from steertown.analysis.intervals import mean_ci
 from steertown.analysis.summary import analyze_run, key_metrics
 from steertown.cli import main
 from steertown.config import ConfigError

@@ -16,7 +16,7 @@ import hashlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from steertown.agents.text_quality import NOT_FREE_TEXT, QualityLabeler, situati
 from steertown.config import TRAITS, RunConfig
 from steertown.inference.backend import Backend, GenerationRequest, GenerationResult
 from steertown.inference.batching import BatchStats, generate_all
+from steertown.seeds import derive_seed
 from steertown.steering import modes
 from steertown.world.actions import Action, parse_action
 from steertown.world.goals import spec_of, update_goal
@@ -42,12 +43,6 @@ MAX_EXCHANGE = 3  # lines in one exchange: a TALK, its reply, and the answer to 
 
 class Embedder(Protocol):
     def embed(self, texts: list[str]) -> np.ndarray: ...
-
-
-def derive_seed(*parts: Any) -> int:
-    """A stable 63-bit seed from any parts (independent of Python's hash salt)."""
-    h = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") >> 1
 
 
 @dataclass

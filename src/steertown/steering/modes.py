@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from steertown.config import TRAITS
+from steertown.seeds import derive_seed
 from steertown.steering.persona_text import with_persona_text
 
 HOOKED_MODES = ("vectors", "placebo")  # modes whose alphas reach the residual stream
@@ -51,8 +52,6 @@ def deliver(mode: str, alphas: Mapping[str, float], system: str,
 
 def placebo_seed(run_seed: int) -> int:
     """The placebo basis seed of a run: fixed by the run's seed (a fork keeps it)."""
-    from steertown.sim.engine import derive_seed  # the one seed derivation of the project
-
     return derive_seed(run_seed, "placebo")
 
 
