@@ -29,7 +29,7 @@ _LOCK = threading.Lock()  # Hydra's global state: one composition at a time per 
 
 
 def group_options(group: str, conf: Path = CONF) -> list[str]:
-    """The options of a config group: the YAML files in conf/<group>/ (arm, model)."""
+    """The options of a config group: the YAML files in conf/<group>/ (arm, model, steering)."""
     return sorted(p.stem for p in (conf / group).glob("*.yaml"))
 
 
@@ -43,6 +43,11 @@ def default_groups(conf: Path = CONF) -> set[str]:
     except (OSError, AttributeError, yaml.YAMLError):
         return set()
     return {k for d in defaults if isinstance(d, dict) for k in d}
+
+
+def config_groups(conf: Path = CONF) -> list[str]:
+    """The config groups: the folders of conf/ that hold YAML files (arm, model, steering)."""
+    return sorted(d.name for d in conf.iterdir() if d.is_dir() and any(d.glob("*.yaml")))
 
 
 def hydra_overrides(argv: list[str]) -> tuple[list[str], Path]:
@@ -70,7 +75,7 @@ def override_problem(overrides: list[str], conf: Path = CONF) -> str | None:
     """One-line message for a malformed override or an unknown key/arm/model, else None.
 
     Hydra's own errors for these are multi-line; users get one line and exit code 2.
-    Arms and models are whatever `conf/arm/*.yaml` and `conf/model/*.yaml` hold.
+    Arms, models and steering modes are whatever `conf/<group>/*.yaml` hold.
     """
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
@@ -82,12 +87,13 @@ def override_problem(overrides: list[str], conf: Path = CONF) -> str | None:
     in_defaults = default_groups(conf)
     for o in parsed:
         group = o.key_or_group
-        if group in ("arm", "model") and group not in in_defaults and not (
+        groups = config_groups(conf)
+        if group in groups and group not in in_defaults and not (
                 o.is_add() or o.is_force_add() or o.is_delete()):
             # Hydra says "Could not override 'arm'. No match in the defaults list." in 3 lines
             return (f"{group}: write +{o.input_line} (the + adds the "
                     f"{group} group; it has no default to replace)")
-        if group not in ("arm", "model"):
+        if group not in groups:
             if not (group.startswith("hydra") or o.is_add() or group in known
                     or any(k.startswith(group + ".") or group.startswith(k + ".")
                            for k in known)):

@@ -33,7 +33,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli",),
     ("__main__",),
 )
-ALSO_ALLOWED: set[tuple[str, str]] = set()
+ALSO_ALLOWED: set[tuple[str, str]] = {
+    # load_config resolves `auto` device/backend/dtype against this machine (inference.choice,
+    # imported inside load_config) so the resolved values are in the config hash
+    ("config_loading", "inference"),
+}
 
 
 def _floor() -> dict[str, int]:

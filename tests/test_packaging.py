@@ -84,22 +84,21 @@ def test_wheel_declares_what_the_library_imports(wheel):
         assert not in_extra & declared, f"{extra}: also a plain dependency"
 
 
-def test_onnx_without_onnxruntime_runs_on_torch(monkeypatch, capsys):
-    """A plain `pip install steertown` (no onnx extra): asking for onnx says so in one line
-    and builds the torch backend."""
-    import steertown.inference as inference
+def test_without_the_onnx_extra_auto_runs_on_torch_and_says_why(monkeypatch):
+    """A plain `pip install steertown` (no onnx extra): `model.backend: auto` resolves to
+    torch with the reason and what to install; an explicit onnx is refused in one line."""
+    from steertown.config import ConfigError
     from steertown.config_loading import load_config
     from steertown.extras import missing_modules
+    from steertown.inference.choice import check_backend_available
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
     assert "onnxruntime" in missing_modules("onnx")
-    built = []
-    monkeypatch.setattr("steertown.inference.transformers_backend.TransformersBackend",
-                        lambda cfg: built.append(cfg.model.backend) or "torch backend")
-    monkeypatch.setattr("steertown.inference.onnx_backend.OnnxBackend",
-                        lambda cfg: pytest.fail("ONNX backend built without onnxruntime"))
-    cfg = load_config({"model": {"name": "smollm2", "backend": "onnx", "device": "cpu"}})
-    assert inference.make_backend(cfg) == "torch backend" and built == ["onnx"]
-    out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1 and "running on torch" in out[0]
-    assert "pip install 'steertown[onnx]'" in out[0]
+    cfg = load_config({"model": {"name": "smollm2", "backend": "auto", "device": "cpu"}})
+    assert cfg.model.backend == "torch"
+    why = cfg.resolved["model.backend"]
+    assert "onnxruntime does not import" in why and "pip install 'steertown[onnx]'" in why
+    explicit = load_config({"model": {"name": "smollm2", "backend": "onnx", "device": "cpu"}})
+    with pytest.raises(ConfigError, match=r"steertown\[onnx\]") as e:
+        check_backend_available(explicit)
+    assert "\n" not in str(e.value)

@@ -6,8 +6,6 @@ import json
 from functools import lru_cache
 
 from steertown.config import RunConfig
-from steertown.console import say
-from steertown.extras import onnx_fallback_note
 from steertown.inference.backend import Backend
 
 
@@ -17,15 +15,19 @@ def make_backend(cfg: RunConfig) -> Backend:
         from steertown.inference.mock import MockBackend
 
         return MockBackend(cfg.layers)
+    import copy
     from dataclasses import replace
+
+    from steertown.inference.choice import check_backend_available, resolve_model
+
+    # A config built in code (not through load_config) may still say `auto`.
+    cfg = resolve_model(copy.deepcopy(cfg))
+    check_backend_available(cfg)
 
     from steertown.inference.sharding import make_sharded, plan_replicas
     from steertown.inference.transformers_backend import TransformersBackend
 
-    fallback = onnx_fallback_note(cfg.model.backend)
-    if fallback:  # a plain `pip install steertown` has no ONNX Runtime: torch runs it
-        say(fallback)
-    elif cfg.model.backend == "onnx":
+    if cfg.model.backend == "onnx":
         if cfg.optimization.num_gpus > 1:
             raise ValueError("model.backend=onnx is CPU-only; optimization.num_gpus must be 1")
         from steertown.inference.onnx_backend import OnnxBackend
