@@ -149,18 +149,18 @@ def test_relatedness_threshold_with_the_real_minilm():
     picnic = tq.situation_text("town_square", "the open square at the centre of town",
                                "sweep the square", "organise a town picnic next weekend",
                                "Cleo: Would you help me plan the picnic?")
-    cases = [  # (line, situation, expected): lines the default model wrote (docs/text_quality)
-        ("I take care of the local community garden.", garden, "ok"),
-        ("I'm ready to help with your town picnic, I think it's going to be a fantastic "
-         "idea for me.", picnic, "ok"),
-        ("Photosynthesis converts light energy into chemical energy in chloroplasts.", picnic,
-         "unrelated"),
-        ("The quarterly tax filing deadline for corporations falls in April.", garden,
+    cases = [  # (action, line, situation, expected): the default model's lines (docs/text_quality)
+        ("WORK", "I take care of the local community garden.", garden, "ok"),
+        ("TALK", "I'm ready to help with your town picnic, I think it's going to be a "
+         "fantastic idea for me.", picnic, "ok"),
+        ("TALK", "Photosynthesis converts light energy into chemical energy in chloroplasts.",
+         picnic, "unrelated"),
+        ("WORK", "The quarterly tax filing deadline for corporations falls in April.", garden,
          "unrelated"),
     ]
     lab = tq.QualityLabeler(emb)
     rows = [{} for _ in cases]
-    for row, (line, situation, _) in zip(rows, cases, strict=True):
-        lab.submit(row, f"a{len(lab._pending)}", "WORK", line, situation, [])
+    for i, (row, (action, line, situation, _)) in enumerate(zip(rows, cases, strict=True)):
+        lab.submit(row, f"a{i}", action, line, situation, [])
     lab.flush()
-    assert [r["quality"] for r in rows] == [c[2] for c in cases]
+    assert [r["quality"] for r in rows] == [c[3] for c in cases]
