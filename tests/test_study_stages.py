@@ -30,6 +30,7 @@ modes: [vectors, placebo]
 overrides: [model=mock, memory.embedder=hashing, steps=6, population=10, checkpoint_every=2,
             max_events_per_tick=8, color=false, steering.spread=0.8]
 data_dir: {data}
+forks: {{seeds: [1, 2], at: 4, agent: agent-000, trait: E}}
 """
 
 # Runs the study command with a real kill -9 right after the checkpoint at `at` of `run_id`.
@@ -276,3 +277,38 @@ def test_primary_family_is_holm_corrected_across_the_five_traits():
     assert [r["p"] for r in primary] == pytest.approx(raw, nan_ok=True)
     assert [r["p_holm"] for r in primary] == pytest.approx(holm(raw))
     assert all(r["p_holm"] is None for r in rows if r["family"] == "exploratory")
+
+
+@pytest.mark.slow
+def test_forks_stage_writes_the_what_if_effects_and_resumes(killed_then_resumed):
+    import pyarrow.parquet as pq
+
+    tmp, data, folder, _ = killed_then_resumed
+    first = _study(tmp, str(folder), "--stage", "forks")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    forks = {s: {v: data / "dumps" / f"tiny-vectors-s{s}-fork-t4-agent-000-E{v}"
+                 for v in ("p1", "m1")} for s in (1, 2)}
+    for s, pair in forks.items():
+        for path in pair.values():
+            m = json.loads((path / "manifest.json").read_text())
+            assert m["status"] == "complete" and m["fork"]["at"] == 4
+            assert m["fork"]["parent"] == f"tiny-vectors-s{s}"
+    with open(folder / "forks.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["seed"] for r in rows} == {"1", "2"}
+    # the agent's own actions from the fork tick on, counted here from the Parquet files
+    for s, pair in forks.items():
+        for v, col in (("p1", "plus"), ("m1", "minus")):
+            ticks = [t for p in sorted((pair[v] / "actions").glob("*.parquet"))
+                     for t, a in zip(*pq.read_table(p, columns=["tick", "agent_id"])
+                                     .to_pydict().values(), strict=True)
+                     if a == "agent-000" and t >= 4]
+            row = next(r for r in rows if r["seed"] == str(s) and r["measure"] == "actions")
+            assert float(row[col]) == len(ticks)
+    md = (folder / "forks.md").read_text()
+    assert "agent-000's E set to -1 and to +1" in md and "talk_received" in md
+    diff = json.loads((forks[1]["p1"] / "analysis" / "diffs" /
+                       f"{forks[1]['m1'].name}.json").read_text())
+    assert diff["first_divergent_tick"] is None or diff["first_divergent_tick"] >= 4
+    again = _study(tmp, str(folder), "--stage", "forks")
+    assert again.stdout.count("skipped (complete)") == 4, again.stdout[-2000:]
