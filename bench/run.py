@@ -351,8 +351,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch fp32 vs torch bf16 vs onnx on the recorded action/reflection ticks")
     g.add_argument("--full-arm", action="store_true",
                    help="the whole fast arm (200 ticks) end to end on --backend (long)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx"],
-                   help="model.backend for --full-arm (default torch)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="model.backend for --full-arm (default auto, as a run)")
     p.add_argument("--dtype", default=None, help="model.dtype for --full-arm (default: auto)")
     p.add_argument("--model", default=None, help="model config group (default: the arm's)")
     p.add_argument("--record", type=int, default=0, metavar="TICKS",

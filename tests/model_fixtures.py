@@ -25,9 +25,11 @@ def real_cfg(**inference):
     # One thread: test suites run side by side on 2 cores, and oversubscribed OpenMP
     # threads spin (measured 1.6 s with 1 thread vs 5.8-52 s with 2 under load).
     cfg.model.num_threads = 1
-    # The exactness guarantees under test (batch == single, resume) are float32's;
-    # dtype auto would pick bfloat16 on CPUs with AMX / AVX-512 BF16.
+    # The exactness guarantees under test (batch == single, resume) are float32's, and
+    # the torch backend is the reference (backend auto would pick onnx on CPU; its own
+    # tests are tests/test_onnx_backend.py).
     cfg.model.dtype = "float32"
+    cfg.model.backend = "torch"
     for k, v in inference.items():
         setattr(cfg.inference, k, v)
     return cfg

@@ -47,7 +47,9 @@ def test_small_and_medium_override_only_their_keys():
                "optimization.reflect_every_n_ticks", "steering.strength"}
     for arm in ("small", "medium"):
         other = load_config(compose_dict(f"+arm={arm}")).to_dict()
-        assert set(config_diff(fast, other)) <= allowed
+        # resolved.*: why `auto` became what it did (the small arm's graph is another file)
+        diff = {k for k in config_diff(fast, other) if not k.startswith("resolved.")}
+        assert diff <= allowed
     medium = load_config(compose_dict("+arm=medium"))
     assert medium.population == 100
 
@@ -78,7 +80,7 @@ def test_yaml_mirrors_the_schema():
     schema = keys(RunConfig().to_dict())
     assert keys(data) == schema
     # ...and the same defaults, so a run from a plain dict equals one composed by Hydra.
-    assert load_config(data).to_dict() == RunConfig().to_dict()
+    assert load_config(data).to_dict() == load_config(RunConfig().to_dict()).to_dict()
 
 
 @pytest.mark.parametrize("override,needle", [

@@ -31,6 +31,10 @@ def test_short_fast_arm_on_smollm2(tmp_path):
     run = RunDir(tmp_path / "dumps" / "real")
     m = run.read_manifest()
     assert m["status"] == "complete" and m["model"]["dtype"] and m["model"]["vector_id"]
+    # The default command runs the fastest exact backend: ONNX float32 on CPU, recorded.
+    assert m["model"]["backend"] == m["config"]["model"]["backend"] == "onnx"
+    assert m["model"]["dtype"] == m["config"]["model"]["dtype"] == "float32"
+    assert m["config"]["resolved"]["model.backend"].startswith("auto -> onnx: CPU")
     msgs = run.read_table("messages").to_pylist()
     acts = run.read_table("actions").to_pylist()
     agents = {a["agent_id"]: a for a in run.read_table("agents").to_pylist()}

@@ -112,7 +112,7 @@ def test_kill_minus_9_then_resume_gives_identical_rows_mock(tmp_path, seed):
 @pytest.mark.model
 @pytest.mark.slow
 def test_kill_then_resume_is_exact_on_the_real_model_with_sampling(tmp_path):
-    over = dict(model={"name": "smollm2", "num_threads": 1}, population=4, steps=6, checkpoint_every=2,
+    over = dict(model={"name": "smollm2", "num_threads": 1, "backend": "torch"}, population=4, steps=6, checkpoint_every=2,
                 max_events_per_tick=3, inference={"max_new_tokens": 8, "temperature": 0.8},
                 optimization={"reflect_every_n_ticks": 3, "batch_size": 4})
     ref = write_config(tmp_path, "ref", **over)

@@ -36,13 +36,18 @@ class ModelConfig:
     name: str = "smollm2"  # smollm2 | mock | hf
     name_or_path: str | None = None  # local HF dir or hub id; None = bundled SmolLM2
     num_layers: int = 30  # decoder layers; checked against `layers`
+    # auto = float32 while `exact` (inference.choice); an explicit dtype always wins
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     device: str = "auto"  # auto | cpu | cuda
     cache_dir: str = "storage/models"
     num_threads: int = 0  # torch (and ONNX Runtime) intra-op threads; 0 = runtime default
     # torch = HF transformers (the reference); onnx = ONNX Runtime graph built from the same
-    # weights with per-row steering inputs (CPU; see inference/onnx_backend.py)
-    backend: str = "torch"
+    # weights with per-row steering inputs (CPU; see inference/onnx_backend.py); auto = onnx
+    # on CPU when it imports and the graph builds, else torch (inference.choice says why)
+    backend: str = "auto"
+    # true: dtype auto keeps float32 (batch == single, exact replay, exact resume);
+    # false: speed over exactness, dtype auto follows the hardware (bfloat16 where native)
+    exact: bool = True
 
 
 @dataclass
@@ -170,6 +175,9 @@ class RunConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
     verification: VerificationConfig = field(default_factory=VerificationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    # What each `auto` became on the machine that loaded the config, and why
+    # ({"model.backend": "auto -> onnx: ..."}); filled by inference.choice.resolve_model.
+    resolved: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -189,7 +197,7 @@ class RunConfig:
 # Keys that may change between a run and its resume without changing its rows.
 RESULT_NEUTRAL_KEYS = ("live", "color", "resume", "overwrite", "run_id", "tracking",
                        "verification", "storage_dir", "reports_dir", "checkpoint_every",
-                       "keep_checkpoints", "arm")
+                       "keep_checkpoints", "arm", "resolved")
 
 
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -119,7 +119,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(cfg.model.name in MODELS, "model.name", " | ".join(MODELS), cfg.model.name)
     _check(cfg.model.dtype in ("auto", "float32", "bfloat16", "float16"), "model.dtype",
            "auto | float32 | bfloat16 | float16", cfg.model.dtype)
-    _check(cfg.model.backend in ("torch", "onnx"), "model.backend", "torch | onnx", cfg.model.backend)
+    _check(cfg.model.backend in ("auto", "torch", "onnx"), "model.backend", "auto | torch | onnx",
+           cfg.model.backend)
     _check(bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.model.device)), "model.device",
            "auto | cpu | cuda | cuda:<index>", cfg.model.device)
     _check(cfg.model.num_layers >= 1, "model.num_layers", "an integer >= 1", cfg.model.num_layers)
@@ -225,6 +226,10 @@ def _upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(data: dict[str, Any]) -> RunConfig:
-    """Build and validate a RunConfig from a plain (Hydra-resolved) dict."""
+    """Build and validate a RunConfig from a plain (Hydra-resolved) dict; `auto` model
+    device/backend/dtype become this machine's values (inference.choice), so they are
+    part of the config hash."""
+    from steertown.inference.choice import resolve_model
+
     data = _upgrade_legacy({k: v for k, v in data.items() if k != "hydra"})
-    return validate(_build(RunConfig, data))
+    return resolve_model(validate(_build(RunConfig, data)))

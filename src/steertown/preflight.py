@@ -82,23 +82,35 @@ def _cpu_check(cfg: RunConfig) -> dict[str, str]:
     return _finding("cpu_load", "ok", detail)
 
 
-def _dtype_check(cfg: RunConfig, backend: Any) -> dict[str, str]:
-    """Which dtype `model.dtype` gives on this machine, and why (loaded or predicted)."""
-    from steertown.inference.model_loading import choose_dtype, resolve_device
+def _choice_checks(cfg: RunConfig, backend: Any) -> list[dict[str, str]]:
+    """Which backend and dtype this config runs with on this machine, and why."""
+    import copy
+
+    from steertown.inference.choice import resolve_model
 
     if cfg.model.name == "mock":
-        return _finding("dtype", "ok", "mock backend: no model dtype")
-    if cfg.model.backend == "onnx":
-        return _finding("dtype", "ok", "model.backend=onnx: float32 graph (ONNX Runtime, CPU); "
-                        "its torch reference for vectors and verification is float32 too")
-    loaded = getattr(backend, "loaded", None)
-    if loaded is not None and loaded.dtype_reason:
-        return _finding("dtype", "ok", f"{loaded.dtype}: {loaded.dtype_reason}")
-    try:
-        dtype, why = choose_dtype(cfg.model.dtype, resolve_device(cfg.model.device))
+        return [_finding("backend", "ok", "mock backend (model=mock): no model"),
+                _finding("dtype", "ok", "mock backend: no model dtype")]
+    try:  # a config built in code may still say auto; a loaded one carries its reasons
+        cfg = resolve_model(copy.deepcopy(cfg))
     except Exception as e:  # e.g. cuda requested without a GPU: the device check says so
-        return _finding("dtype", "warn", f"cannot resolve model.dtype={cfg.model.dtype}: {e}")
-    return _finding("dtype", "ok", f"{str(dtype).replace('torch.', '')}: {why}")
+        return [_finding("backend", "warn", f"cannot resolve the model settings: {e}")]
+    m = cfg.model
+    why = cfg.resolved.get("model.backend", "").partition(": ")[2]
+    found = [_finding("backend", "ok", f"{m.backend} (auto: {why})" if why
+                      else f"{m.backend} (model.backend={m.backend} set explicitly)")]
+    loaded = getattr(backend, "loaded", None)
+    if m.backend == "onnx":
+        detail = ("float32: the ONNX graph is float32 (ONNX Runtime, CPU); its torch reference "
+                  "for vectors and verification is float32 too")
+    elif loaded is not None and loaded.dtype_reason:
+        detail = f"{loaded.dtype}: {loaded.dtype_reason}"
+    else:
+        detail = f"{m.dtype}: " + cfg.resolved.get("model.dtype", f"model.dtype={m.dtype} (set explicitly)")
+    if m.backend != "onnx" and m.dtype != "float32":  # asked for (explicit dtype or model.exact=false): say the cost
+        detail += "; not exact (batch == single, replay and resume are exact in float32 only)"
+    found.append(_finding("dtype", "ok", detail))
+    return found
 
 
 def _quantization_check(cfg: RunConfig, backend: Any) -> dict[str, str]:
@@ -118,7 +130,7 @@ def preflight(cfg: RunConfig, backend: Any | None = None) -> list[dict[str, str]
     found = _device_checks(cfg, backend)
     found += _memory_checks()
     found.append(_cpu_check(cfg))
-    found.append(_dtype_check(cfg, backend))
+    found += _choice_checks(cfg, backend)
     found.append(_quantization_check(cfg, backend))
     n = cfg.optimization.reflect_every_n_ticks
     found.append(_finding("reflection", "warn" if n == 1 else "ok",

@@ -15,7 +15,14 @@ def make_backend(cfg: RunConfig) -> Backend:
         from steertown.inference.mock import MockBackend
 
         return MockBackend(cfg.layers)
+    import copy
     from dataclasses import replace
+
+    from steertown.inference.choice import check_backend_available, resolve_model
+
+    # A config built in code (not through load_config) may still say `auto`.
+    cfg = resolve_model(copy.deepcopy(cfg))
+    check_backend_available(cfg)
 
     from steertown.inference.sharding import make_sharded, plan_replicas
     from steertown.inference.transformers_backend import TransformersBackend

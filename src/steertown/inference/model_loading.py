@@ -6,10 +6,11 @@ locate its directory). transformers dequantizes a GGUF in ~15 s, so the first lo
 converts it once to a plain safetensors directory under `cfg.model.cache_dir`; later
 loads read that directory (~2 s). Everything runs offline.
 
-dtype `auto` follows the hardware (`choose_dtype`): bfloat16 on CPUs with native bf16
-(AMX, AVX-512 BF16) and on CUDA GPUs that support it, float16 on older GPUs, float32
-elsewhere. Only float32 guarantees that a row's tokens do not depend on its batch
-neighbours when rows are left-padded; the reason for the choice is in the load notes.
+`model.dtype: auto` is resolved when the config loads (inference.choice): float32 while
+`model.exact` (the default), else the hardware's choice (`choose_dtype`): bfloat16 on
+CPUs with native bf16 (AMX, AVX-512 BF16) and on CUDA GPUs that support it, float16 on
+older GPUs, float32 elsewhere. Only float32 guarantees that a row's tokens do not
+depend on its batch neighbours when rows are left-padded; the reason is in the load notes.
 """
 
 from __future__ import annotations
@@ -85,7 +86,10 @@ def check_model_config(cfg: RunConfig) -> None:
     """Fail fast, before a run starts, on a missing model path or an absent GPU."""
     if cfg.model.name == "mock":
         return
+    from steertown.inference.choice import check_backend_available
+
     resolve_device(cfg.model.device)
+    check_backend_available(cfg)
     if cfg.optimization.num_gpus > 1 and torch.cuda.device_count() < cfg.optimization.num_gpus:
         raise ConfigError(f"optimization.num_gpus: {cfg.optimization.num_gpus} replicas need as "
                           f"many GPUs; {torch.cuda.device_count()} visible")
@@ -212,6 +216,8 @@ def load_model(cfg: RunConfig) -> LoadedModel:
     notes: list[str] = []
     device = resolve_device(cfg.model.device)
     dtype, dtype_why = choose_dtype(cfg.model.dtype, device)
+    # A dtype resolved from `auto` (inference.choice) carries its own reason.
+    dtype_why = cfg.resolved.get("model.dtype", dtype_why)
     if cfg.model.num_threads > 0:
         torch.set_num_threads(cfg.model.num_threads)
     if device == "cpu" and dtype == torch.float16:

@@ -93,7 +93,10 @@ class OnnxBackend(DecodeLoop):
         self.layers, self.traits, self.device = list(ref.layers), list(ref.traits), ref.device
         self.loaded = ref.loaded
         t0 = time.perf_counter()
-        self.onnx_dir, self.onnx_from_cache = ensure_onnx_model(source, self.layers)
+        try:
+            self.onnx_dir, self.onnx_from_cache = ensure_onnx_model(source, self.layers)
+        except RuntimeError as e:  # auto picked onnx: say how to run without it
+            raise RuntimeError(f"{e}; set model.backend=torch to run without ONNX") from e
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(0, int(cfg.model.num_threads))
         opts.inter_op_num_threads = 1
@@ -221,7 +224,8 @@ class OnnxBackend(DecodeLoop):
         d = self.reference.describe()
         d.update({
             "backend": self.name, "runtime": f"onnxruntime {ort.__version__} (CPUExecutionProvider)",
-            "dtype": "float32", "onnx_dir": str(self.onnx_dir),
+            "dtype": "float32", "dtype_reason": "the ONNX graph is float32",
+            "onnx_dir": str(self.onnx_dir),
             "onnx_from_cache": self.onnx_from_cache, "session_seconds": self.session_seconds,
             "reference": f"torch {d.get('dtype')} (vectors, verification passes)",
             "prefix_cache": ("two-phase prefill, per-agent steered prefix KV reused (rest of "

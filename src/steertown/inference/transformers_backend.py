@@ -233,7 +233,8 @@ class TransformersBackend(DecodeLoop):
         lm, vec = self.loaded, self.vectors
         return {
             "name": self.cfg.model.name, "backend": self.name, "model_id": lm.model_id, "source": lm.source,
-            "device": lm.device, "dtype": lm.dtype, "quantization": lm.quantization,
+            "device": lm.device, "dtype": lm.dtype, "dtype_reason": lm.dtype_reason,
+            "resolved": dict(self.cfg.resolved), "quantization": lm.quantization,
             "load_seconds": lm.load_seconds, "from_cache": lm.from_cache, "notes": lm.notes,
             "layers": self.layers, "traits": self.traits, "vector_id": vec.vector_id(),
             "vector_file": vec.meta.get("file"), "vectors_seconds": self.vectors_seconds,

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from steertown.config import RESULT_NEUTRAL_KEYS, ConfigError, RunConfig, flatten
 from steertown.config_loading import load_config
 from steertown.inference.backend import Backend
+from steertown.inference.choice import check_backend_available, check_same_model
 from steertown.sim.checkpoint import load_latest, save_checkpoint
 from steertown.sim.engine import Embedder, Simulation
 from steertown.sim.runner import prepare_run
@@ -45,7 +46,8 @@ FORKABLE = ("steering.mode", "steering.strength", "steering.spread", "steering.c
             "steering.agents.", "steps")
 # Result-neutral keys a fork may set too (how it is shown and tracked, not what it does).
 NEUTRAL_OVERRIDES = tuple(k for k in RESULT_NEUTRAL_KEYS
-                          if k not in ("run_id", "storage_dir", "resume", "overwrite", "arm"))
+                          if k not in ("run_id", "storage_dir", "resume", "overwrite", "arm",
+                                       "resolved"))
 
 
 class ForkError(ConfigError):
@@ -147,6 +149,10 @@ def plan_fork(parent_dir: str | Path, at: int, overrides: list[str],
     config.update(resume=True, overwrite=False,
                   run_id=run_id or _default_run_id(parent.run_id, at, values))
     cfg = load_config(config)  # validates types, ranges, agent ids, the run_id
+    # The parent's resolved backend and dtype are in its config; a parent written before
+    # they were resolved (`auto`) is checked against what its model recorded.
+    check_backend_available(cfg)
+    check_same_model(cfg, manifest.get("model") or {}, f"the parent {parent.run_id}")
     if at > cfg.steps:
         raise ForkError(f"--at: {at} is after the fork's last tick (steps={cfg.steps}); "
                         f"set steps=N with N >= {at}")

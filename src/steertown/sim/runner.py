@@ -89,8 +89,10 @@ def check_run(cfg: RunConfig) -> tuple[RunDir, dict | None]:
                           "overwrite=true to replace it, resume=true to continue it, or another run_id")
     diff = config_diff(m.get("result_config", {}), cfg.result_dict())
     if diff:
+        resolved = [f"{k} ({cfg.resolved[k]})" for k in diff if k in cfg.resolved]
         raise ConfigError(f"config differs from the run being resumed ({run.run_id}) in: "
-                          f"{', '.join(diff[:12])}; use overwrite=true or another run_id")
+                          f"{', '.join(diff[:12])}; use overwrite=true or another run_id"
+                          + (f"; on this machine {', '.join(resolved)}" if resolved else ""))
     return run, m
 
 
