@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -78,8 +79,20 @@ def killed_then_resumed(tmp_path_factory):
     (folder / "study.yaml").write_text(STUDY.format(data=data))
     killer = KILLER.format(root=str(ROOT), run_id="tiny-placebo-s1", at=2,
                            argv=[str(folder), "--stage", "simulate"])
-    first = subprocess.run([PY, "-c", killer], env=_env(tmp), cwd=ROOT, capture_output=True,
-                           text=True, timeout=600)
+    # Own session and files, not pipes: the killed process's Prefect server (a child of
+    # it) outlives it holding its outputs open; the whole group is ended below.
+    with open(tmp / "killed.out", "w") as out:
+        proc = subprocess.Popen([PY, "-c", killer], env=_env(tmp), cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=600)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    first = subprocess.CompletedProcess(proc.args, proc.returncode,
+                                        (tmp / "killed.out").read_text(), "")
     seen = {"first": first, "after_kill": {
         rid: _manifest(data, rid) if (data / "dumps" / rid).exists() else None
         for rid in ("tiny-vectors-s1", "tiny-placebo-s1", "tiny-vectors-s2")}}
@@ -93,7 +106,7 @@ def killed_then_resumed(tmp_path_factory):
 @pytest.mark.slow
 def test_killed_study_resumes_and_skips_finished_cells(killed_then_resumed):
     tmp, data, folder, seen = killed_then_resumed
-    assert seen["first"].returncode == -9, seen["first"].stderr[-2000:]
+    assert seen["first"].returncode == -9, seen["first"].stdout[-2000:]
     after = seen["after_kill"]
     assert after["tiny-vectors-s1"]["status"] == "complete"
     assert after["tiny-placebo-s1"]["status"] == "running"
@@ -116,7 +129,7 @@ def test_killed_study_resumes_and_skips_finished_cells(killed_then_resumed):
     assert third.count("skipped (complete)") == 4, third[-3000:]
     assert third.count("Steering verification:") == 4
     records = sorted(p.name for p in (data / "study-state" / "tiny" / "verify").glob("*.json"))
-    assert records == [f"tiny-{m}-s{s}.json" for s in (1, 2) for m in ("placebo", "vectors")]
+    assert records == sorted(f"tiny-{m}-s{s}.json" for s in (1, 2) for m in ("placebo", "vectors"))
     again = _study(tmp, str(folder), "--stage", "verify").stdout
     assert again.count("verified earlier") == 4 and "Steering verification:" not in again
 
