@@ -276,13 +276,14 @@ def test_primary_family_is_holm_corrected_across_the_five_traits():
     slopes = []
     for seed, noise in ((1, 0.0), (2, 0.1), (3, -0.05)):
         for k, (trait, measure) in enumerate(PRIMARY.items()):
-            for mode, base in (("vectors", 0.2 * k), ("placebo", 0.0)):
+            for mode, base in (("vectors", 0.2 * k), ("placebo", 0.0), ("prompt", 0.1)):
                 slopes.append({"arm": "fast", "seed": seed, "mode": mode, "trait": trait,
                                "measure": measure, "slope": base + noise * (mode == "vectors")})
             slopes.append({"arm": "fast", "seed": seed, "mode": "vectors", "trait": trait,
                            "measure": "p_move", "slope": 0.3 + noise})
-            slopes.append({"arm": "fast", "seed": seed, "mode": "placebo", "trait": trait,
-                           "measure": "p_move", "slope": 0.0})
+            for mode in ("placebo", "prompt"):
+                slopes.append({"arm": "fast", "seed": seed, "mode": mode, "trait": trait,
+                               "measure": "p_move", "slope": 0.0})
     rows = effect_rows(slopes)
     primary = [r for r in rows if r["family"] == "primary"]
     assert [(r["trait"], r["measure"]) for r in primary] == list(PRIMARY.items())
@@ -290,6 +291,13 @@ def test_primary_family_is_holm_corrected_across_the_five_traits():
     assert [r["p"] for r in primary] == pytest.approx(raw, nan_ok=True)
     assert [r["p_holm"] for r in primary] == pytest.approx(holm(raw))
     assert all(r["p_holm"] is None for r in rows if r["family"] == "exploratory")
+    # vectors - prompt is its own family of five, Holm-corrected within itself
+    second = [r for r in rows if r["family"] == "secondary: vectors - prompt"]
+    assert [(r["trait"], r["measure"]) for r in second] == list(PRIMARY.items())
+    raw2 = [t_summary([0.2 * k - 0.1 + n for n in (0.0, 0.1, -0.05)])["p"] for k in range(5)]
+    assert [r["p_holm"] for r in second] == pytest.approx(holm(raw2))
+    assert {r["family"] for r in rows} == {"primary", "secondary: vectors - prompt",
+                                           "exploratory"}  # prompt - off: no off runs
 
 
 @pytest.mark.slow
