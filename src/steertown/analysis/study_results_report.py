@@ -93,7 +93,8 @@ def _society_lines(numbers: dict) -> list[str]:
         else:
             out.append(f"- {contrast}: no society outcome differed detectably (every 95% CI "
                        f"includes 0, or fewer than 2 seeds) across {len(rows)} outcomes.")
-    return out or ["- no paired society outcomes (a control mode is missing)."]
+    return out or ["- no paired society outcomes yet (no seed has both modes of a contrast "
+                   "complete, or the study lacks a control mode)."]
 
 
 def results_markdown(name: str, numbers: dict, command: str, data_dir: str | None) -> str:
