@@ -74,6 +74,7 @@ def compare_cell(recorded_dir: Path, new_dir: Path, slopes_then: dict,
 def reproduce(study_dir: Path, seed: int, mode: str, data_dir: Path | None = None,
               results_dir: Path | None = None, keep: bool = False) -> int:
     """Re-run the cell (seed, mode) from scratch and compare; 0 if identical, else 1."""
+    from flows.environment import PROJECT_ROOT
     from flows.study_spec import load_study
     from flows.study_stages import cell_state
 
@@ -89,7 +90,11 @@ def reproduce(study_dir: Path, seed: int, mode: str, data_dir: Path | None = Non
     config.update(storage_dir=str(tmp / "dumps"), reports_dir=str(tmp / "reports"),
                   resume=False, overwrite=False)
     config["tracking"]["enabled"] = False  # a check, not a run of the study
-    print(f"Reproducing {cell.run_id} from scratch in {tmp}")
+    from steertown.sim.runner import git_sha
+
+    then, now = RunDir(cell.run_dir).read_manifest().get("git_sha"), git_sha(PROJECT_ROOT)
+    print(f"Reproducing {cell.run_id} from scratch in {tmp} (code: recorded at {then}, "
+          f"now {now}" + ("" if then == now else "; the code differs, so may the rows") + ")")
     try:
         from flows.pipeline import run_flow
 

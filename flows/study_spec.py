@@ -72,6 +72,7 @@ class StudySpec:
     verify_args: list[str] = field(default_factory=list)
     forks: dict[str, Any] = field(default_factory=dict)
     fixed_run_ids: bool = True  # False: run ids from arm, seed and config hash (--arms CLI)
+    folder: Path | None = None  # the study's folder (None: a study from --arms/--seeds)
 
     @property
     def state_dir(self) -> Path:
@@ -194,7 +195,8 @@ def load_study(study_dir: str | Path, data_dir: str | Path | None = None,
                        f"storage/studies/{name}"), "data_dir", PROJECT_ROOT),
         results_dir=_path(str(results_dir), "results_dir", Path.cwd()) if results_dir
         else _path(data.get("results_dir", "."), "results_dir", folder.resolve()),
-        verify_args=[str(a) for a in _list(data, "verify_args", str, [])], forks=forks)
+        verify_args=[str(a) for a in _list(data, "verify_args", str, [])], forks=forks,
+        folder=folder)
     if len(set(spec.seeds)) != len(spec.seeds) or len(set(modes)) != len(modes):
         raise ConfigError("study.yaml: seeds/modes: each value once")
     spec.cells()  # composes every cell: bad overrides stop here, in one line

@@ -209,7 +209,9 @@ def analyze_stage(spec: StudySpec, say=print) -> Path:
                 "mode": c.mode or c.config["steering"]["mode"], "dir": str(c.run_dir),
                 "complete": c in complete_cells(spec), "verdict": verdicts[c.run_id]}
                for c in cells]
-    command = f"python flows/study.py {shown_path(spec.results_dir)} --stage analyze"
+    data = f" --data-dir {spec.data_dir}" if spec.data_dir else ""
+    where = shown_path(spec.folder or spec.results_dir)
+    command = f"python flows/study.py {where}{data} --stage analyze"
     path = write_results(spec.name, planned, spec.results_dir, data_dir=spec.data_dir,
                          command=command)
     say(f"Results: {path}")

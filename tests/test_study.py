@@ -49,7 +49,7 @@ def _hydra_multirun_configs(monkeypatch, tmp_path, argv: list[str]) -> list[dict
     recorder, so only Hydra's composition is exercised)."""
     captured: list[dict] = []
     fake = types.ModuleType("flows.pipeline")
-    fake.run_flow = lambda config, overrides=None: captured.append(config)
+    fake.run_flow = lambda config, overrides=None, sweep=None: captured.append(config)
     monkeypatch.setitem(sys.modules, "flows.pipeline", fake)
     monkeypatch.setattr(sys, "argv", ["flows/run.py", *argv,
                                       f"hydra.sweep.dir={tmp_path / 'multirun'}",

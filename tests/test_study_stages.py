@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ modes: [vectors, placebo]
 overrides: [model=mock, memory.embedder=hashing, steps=6, population=10, checkpoint_every=2,
             max_events_per_tick=8, color=false, steering.spread=0.8]
 data_dir: {data}
+forks: {{seeds: [1, 2], at: 4, agent: agent-000, trait: E}}
 """
 
 # Runs the study command with a real kill -9 right after the checkpoint at `at` of `run_id`.
@@ -77,8 +79,20 @@ def killed_then_resumed(tmp_path_factory):
     (folder / "study.yaml").write_text(STUDY.format(data=data))
     killer = KILLER.format(root=str(ROOT), run_id="tiny-placebo-s1", at=2,
                            argv=[str(folder), "--stage", "simulate"])
-    first = subprocess.run([PY, "-c", killer], env=_env(tmp), cwd=ROOT, capture_output=True,
-                           text=True, timeout=600)
+    # Own session and files, not pipes: the killed process's Prefect server (a child of
+    # it) outlives it holding its outputs open; the whole group is ended below.
+    with open(tmp / "killed.out", "w") as out:
+        proc = subprocess.Popen([PY, "-c", killer], env=_env(tmp), cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=600)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    first = subprocess.CompletedProcess(proc.args, proc.returncode,
+                                        (tmp / "killed.out").read_text(), "")
     seen = {"first": first, "after_kill": {
         rid: _manifest(data, rid) if (data / "dumps" / rid).exists() else None
         for rid in ("tiny-vectors-s1", "tiny-placebo-s1", "tiny-vectors-s2")}}
@@ -92,7 +106,7 @@ def killed_then_resumed(tmp_path_factory):
 @pytest.mark.slow
 def test_killed_study_resumes_and_skips_finished_cells(killed_then_resumed):
     tmp, data, folder, seen = killed_then_resumed
-    assert seen["first"].returncode == -9, seen["first"].stderr[-2000:]
+    assert seen["first"].returncode == -9, seen["first"].stdout[-2000:]
     after = seen["after_kill"]
     assert after["tiny-vectors-s1"]["status"] == "complete"
     assert after["tiny-placebo-s1"]["status"] == "running"
@@ -115,7 +129,7 @@ def test_killed_study_resumes_and_skips_finished_cells(killed_then_resumed):
     assert third.count("skipped (complete)") == 4, third[-3000:]
     assert third.count("Steering verification:") == 4
     records = sorted(p.name for p in (data / "study-state" / "tiny" / "verify").glob("*.json"))
-    assert records == [f"tiny-{m}-s{s}.json" for s in (1, 2) for m in ("placebo", "vectors")]
+    assert records == sorted(f"tiny-{m}-s{s}.json" for s in (1, 2) for m in ("placebo", "vectors"))
     again = _study(tmp, str(folder), "--stage", "verify").stdout
     assert again.count("verified earlier") == 4 and "Steering verification:" not in again
 
@@ -262,13 +276,14 @@ def test_primary_family_is_holm_corrected_across_the_five_traits():
     slopes = []
     for seed, noise in ((1, 0.0), (2, 0.1), (3, -0.05)):
         for k, (trait, measure) in enumerate(PRIMARY.items()):
-            for mode, base in (("vectors", 0.2 * k), ("placebo", 0.0)):
+            for mode, base in (("vectors", 0.2 * k), ("placebo", 0.0), ("prompt", 0.1)):
                 slopes.append({"arm": "fast", "seed": seed, "mode": mode, "trait": trait,
                                "measure": measure, "slope": base + noise * (mode == "vectors")})
             slopes.append({"arm": "fast", "seed": seed, "mode": "vectors", "trait": trait,
                            "measure": "p_move", "slope": 0.3 + noise})
-            slopes.append({"arm": "fast", "seed": seed, "mode": "placebo", "trait": trait,
-                           "measure": "p_move", "slope": 0.0})
+            for mode in ("placebo", "prompt"):
+                slopes.append({"arm": "fast", "seed": seed, "mode": mode, "trait": trait,
+                               "measure": "p_move", "slope": 0.0})
     rows = effect_rows(slopes)
     primary = [r for r in rows if r["family"] == "primary"]
     assert [(r["trait"], r["measure"]) for r in primary] == list(PRIMARY.items())
@@ -276,3 +291,45 @@ def test_primary_family_is_holm_corrected_across_the_five_traits():
     assert [r["p"] for r in primary] == pytest.approx(raw, nan_ok=True)
     assert [r["p_holm"] for r in primary] == pytest.approx(holm(raw))
     assert all(r["p_holm"] is None for r in rows if r["family"] == "exploratory")
+    # vectors - prompt is its own family of five, Holm-corrected within itself
+    second = [r for r in rows if r["family"] == "secondary: vectors - prompt"]
+    assert [(r["trait"], r["measure"]) for r in second] == list(PRIMARY.items())
+    raw2 = [t_summary([0.2 * k - 0.1 + n for n in (0.0, 0.1, -0.05)])["p"] for k in range(5)]
+    assert [r["p_holm"] for r in second] == pytest.approx(holm(raw2))
+    assert {r["family"] for r in rows} == {"primary", "secondary: vectors - prompt",
+                                           "exploratory"}  # prompt - off: no off runs
+
+
+@pytest.mark.slow
+def test_forks_stage_writes_the_what_if_effects_and_resumes(killed_then_resumed):
+    import pyarrow.parquet as pq
+
+    tmp, data, folder, _ = killed_then_resumed
+    first = _study(tmp, str(folder), "--stage", "forks")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    forks = {s: {v: data / "dumps" / f"tiny-vectors-s{s}-fork-t4-agent-000-E{v}"
+                 for v in ("p1", "m1")} for s in (1, 2)}
+    for s, pair in forks.items():
+        for path in pair.values():
+            m = json.loads((path / "manifest.json").read_text())
+            assert m["status"] == "complete" and m["fork"]["at"] == 4
+            assert m["fork"]["parent"] == f"tiny-vectors-s{s}"
+    with open(folder / "forks.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["seed"] for r in rows} == {"1", "2"}
+    # the agent's own actions from the fork tick on, counted here from the Parquet files
+    for s, pair in forks.items():
+        for v, col in (("p1", "plus"), ("m1", "minus")):
+            ticks = [t for p in sorted((pair[v] / "actions").glob("*.parquet"))
+                     for t, a in zip(*pq.read_table(p, columns=["tick", "agent_id"])
+                                     .to_pydict().values(), strict=True)
+                     if a == "agent-000" and t >= 4]
+            row = next(r for r in rows if r["seed"] == str(s) and r["measure"] == "actions")
+            assert float(row[col]) == len(ticks)
+    md = (folder / "forks.md").read_text()
+    assert "agent-000's E set to -1 and to +1" in md and "talk_received" in md
+    diff = json.loads((forks[1]["p1"] / "analysis" / "diffs" /
+                       f"{forks[1]['m1'].name}.json").read_text())
+    assert diff["first_divergent_tick"] is None or diff["first_divergent_tick"] >= 4
+    again = _study(tmp, str(folder), "--stage", "forks")
+    assert again.stdout.count("skipped (complete)") == 4, again.stdout[-2000:]

@@ -6,7 +6,6 @@ import math
 
 import pytest
 
-from steertown.agents.profile import GOALS, Agent
 from steertown.agents.prompts import WORK_OPTION, action_options, action_prompt
 from steertown.config_loading import load_config
 from steertown.inference.embedder import HashingEmbedder
@@ -16,6 +15,7 @@ from steertown.world import economy
 from steertown.world.actions import parse_action
 from steertown.world.goals import GOAL_SPECS, update_goal
 from steertown.world.metrics import adjacency, clustering, degree_centralisation, density, gini
+from steertown.world.residents import GOALS, Agent
 from steertown.world.rules import Rules
 from steertown.world.social import FRIEND_THRESHOLD, TIE_GAIN, Ties
 from steertown.world.town import Town

@@ -209,7 +209,7 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def agent_ids(population: int) -> list[str]:
-    """The agent ids of a town of `population` agents (agents.profile names them so)."""
+    """The agent ids of a town of `population` agents (world.residents names them so)."""
     return [f"agent-{i:03d}" for i in range(population)]
 
 

@@ -279,3 +279,23 @@ def load_config(data: dict[str, Any], new_run: bool = False) -> RunConfig:
     if loose:
         cfg.verification = floored(cfg.verification)
     return resolve_model(cfg)
+
+
+def steering_mode(config: dict[str, Any]) -> str:
+    """The steering mode of a (possibly old) config dict, with the schema's default: the one
+    place that reads it. An old `steering.enabled: false` reads as "off", a missing mode
+    as RunConfig's default ("vectors")."""
+    st = _upgrade_legacy({"steering": dict((config or {}).get("steering") or {})})["steering"]
+    return str(st.get("mode", RunConfig().steering.mode))
+
+
+def steering_mode_of_params(params: dict[str, str]) -> str:
+    """The steering mode of an MLflow run from its flattened params (strings), read as
+    `steering_mode` reads a config: `steering.enabled` "False" of an old run is "off"."""
+    st: dict[str, Any] = {}
+    if "steering.mode" in params:
+        st["mode"] = params["steering.mode"]
+    if "steering.enabled" in params:
+        st["enabled"] = {"true": True, "false": False}.get(
+            str(params["steering.enabled"]).lower(), params["steering.enabled"])
+    return steering_mode({"steering": st})

@@ -6,9 +6,9 @@ user part carries the tick's situation.
 
 from __future__ import annotations
 
-from steertown.agents.profile import Agent
 from steertown.world import economy
 from steertown.world.goals import spec_of
+from steertown.world.residents import Agent
 from steertown.world.town import Town
 
 ACCEPT_OPTION = "Accept invite"

@@ -46,9 +46,12 @@ def _effect_phrase(r: dict) -> str:
             f"Holm p {_p(r['p_holm'])}, {r['n']} seeds)")
 
 
-def _contrast_sentence(rows: list[dict], a: str, b: str, declared: bool) -> str:
+def _contrast_sentence(rows: list[dict], a: str, b: str, declared: bool,
+                       planned: set[str]) -> str:
     """One sentence from a family's five rows: how many traits each way, the rest."""
     if not rows:
+        if {a, b} <= planned:
+            return f"{a} vs {b}: no seed has both cells complete yet."
         return f"{a} vs {b}: not in this study (a mode is missing)."
     ups = [r for r in rows if sr.result_word(r) == f"{a} > {b}"]
     downs = [r for r in rows if sr.result_word(r) == f"{a} < {b}"]
@@ -90,7 +93,8 @@ def _society_lines(numbers: dict) -> list[str]:
         else:
             out.append(f"- {contrast}: no society outcome differed detectably (every 95% CI "
                        f"includes 0, or fewer than 2 seeds) across {len(rows)} outcomes.")
-    return out or ["- no paired society outcomes (a control mode is missing)."]
+    return out or ["- no paired society outcomes yet (no seed has both modes of a contrast "
+                   "complete, or the study lacks a control mode)."]
 
 
 def results_markdown(name: str, numbers: dict, command: str, data_dir: str | None) -> str:
@@ -113,7 +117,8 @@ def results_markdown(name: str, numbers: dict, command: str, data_dir: str | Non
         fam = "primary" if (a, b) == sr.PRIMARY_CONTRAST else f"secondary: {a} - {b}"
         rows = [r for r in effects if r["family"] == fam]
         lines.append(("- Primary: " if fam == "primary" else "- Secondary: ")
-                     + _contrast_sentence(rows, a, b, declared))
+                     + _contrast_sentence(rows, a, b, declared,
+                                          {c["mode"] for c in cells}))
     lines += ["", "What the society did differently (last tick; exploratory, uncorrected):", ""]
     lines += _society_lines(numbers)
     lines += ["", "## Primary and secondary tests (primary outcomes; Holm within each "
@@ -155,23 +160,26 @@ def results_markdown(name: str, numbers: dict, command: str, data_dir: str | Non
 
 
 def forest_chart(numbers: dict) -> alt.TopLevelMixin:
-    """Every contrast per trait on the primary outcomes: mean and 95% CI."""
+    """Every contrast per trait on the primary outcomes: mean and 95% CI, one row per
+    trait (own x scale: the outcomes' units differ)."""
     rows = [{"trait": f"{r['trait']} -> {r['measure']}", "contrast": r["contrast"],
              "mean": r["mean"], "low": r["ci_low"] if r["ci_low"] is not None else r["mean"],
              "high": r["ci_high"] if r["ci_high"] is not None else r["mean"],
              "p_holm": r["p_holm"], "n": r["n"]}
             for r in numbers["effects"] if r["family"] != "exploratory" and r["mean"] is not None]
-    base = alt.Chart(alt.Data(values=rows)).encode(
-        y=alt.Y("trait:N", title=None, sort=[f"{t} -> {m}" for t, m in sr.PRIMARY.items()]),
-        yOffset=alt.YOffset("contrast:N"), color=alt.Color("contrast:N", title="contrast"))
-    zero = alt.Chart(alt.Data(values=[{"x": 0}])).mark_rule(color="gray").encode(x="x:Q")
-    return (zero + base.mark_rule().encode(
-        x=alt.X("low:Q", title="slope difference (mode a - mode b)"), x2="high:Q")
-        + base.mark_point(filled=True).encode(
+    base = alt.Chart().encode(y=alt.Y("contrast:N", title=None),
+                              color=alt.Color("contrast:N", title="contrast"))
+    layer = alt.layer(
+        alt.Chart().mark_rule(color="gray").encode(x=alt.datum(0)),
+        base.mark_rule().encode(x=alt.X("low:Q", title="slope difference (mode a - mode b)"),
+                                x2="high:Q"),
+        base.mark_point(filled=True, size=60).encode(
             x="mean:Q", tooltip=["trait:N", "contrast:N", "mean:Q", "low:Q", "high:Q",
-                                 "p_holm:Q", "n:Q"])
-    ).properties(width=480, height=320, title="Contrasts on the primary outcomes "
-                                              "(mean over seeds, 95% CI)")
+                                 "p_holm:Q", "n:Q"]),
+        data=alt.Data(values=rows)).properties(width=420, height=90)
+    return layer.facet(row=alt.Row("trait:N", title=None, sort=[
+        f"{t} -> {m}" for t, m in sr.PRIMARY.items()])).resolve_scale(x="independent"
+    ).properties(title="Contrasts on the primary outcomes (mean over seeds, 95% CI)")
 
 
 def society_chart(numbers: dict) -> alt.TopLevelMixin:

@@ -36,8 +36,8 @@ from steertown.inference.backend import GenerationRequest
 from steertown.inference.decode_loop import DecodeLoop
 from steertown.inference.onnx_export import ensure_onnx_model
 from steertown.inference.prefix_cache import PrefixKVCache
-from steertown.inference.residual import right_pad
 from steertown.inference.transformers_backend import TransformersBackend
+from steertown.residual import right_pad
 
 
 class _OrtStepper:

@@ -16,21 +16,22 @@ import hashlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from steertown.agents import prompts
 from steertown.agents.memory import MemoryStream
-from steertown.agents.profile import Agent, sample_population
 from steertown.agents.text_quality import NOT_FREE_TEXT, QualityLabeler, situation_text
 from steertown.config import TRAITS, RunConfig
 from steertown.inference.backend import Backend, GenerationRequest, GenerationResult
 from steertown.inference.batching import BatchStats, generate_all
+from steertown.seeds import derive_seed
 from steertown.steering import modes
 from steertown.world.actions import Action, parse_action
 from steertown.world.goals import spec_of, update_goal
 from steertown.world.metrics import society_row
+from steertown.world.residents import Agent, sample_population
 from steertown.world.rules import IMPORTANCE, Rules
 from steertown.world.scheduler import Encounter, schedule_encounters
 from steertown.world.social import NEWS, Ties, seed_news
@@ -42,12 +43,6 @@ MAX_EXCHANGE = 3  # lines in one exchange: a TALK, its reply, and the answer to 
 
 class Embedder(Protocol):
     def embed(self, texts: list[str]) -> np.ndarray: ...
-
-
-def derive_seed(*parts: Any) -> int:
-    """A stable 63-bit seed from any parts (independent of Python's hash salt)."""
-    h = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") >> 1
 
 
 @dataclass

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from steertown.inference.residual import decoder_layers
+from steertown.residual import decoder_layers
 
 
 class BranchScorer:

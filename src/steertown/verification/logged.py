@@ -11,6 +11,7 @@ import duckdb
 
 from steertown.config import TRAITS
 from steertown.storage.run_dir import RunDir, RunDirError
+from steertown.storage.run_tables import source_sql
 from steertown.verification.check import Check
 
 
@@ -20,7 +21,7 @@ def logged_checks(run: RunDir, num_files: int = 0, min_variance: float = 1e-4) -
     if not files:
         raise RunDirError(f"{run.table_dir('messages')}: no message files to verify")
     con = duckdb.connect()
-    con.execute(f"CREATE VIEW m AS SELECT * FROM read_parquet({[str(f) for f in files]!r})")
+    con.execute(f"CREATE VIEW m AS SELECT * FROM {source_sql(files)}")
     alpha = [f"alpha_{t}" for t in TRAITS]
     n, null_rows = con.execute(
         f"SELECT count(*), count(*) FILTER (WHERE {' OR '.join(a + ' IS NULL' for a in alpha)}) "

@@ -24,7 +24,7 @@ import torch
 
 from steertown.config import TRAITS, VerificationConfig
 from steertown.inference.backend import GenerationRequest
-from steertown.inference.residual import captured, left_pad, pad_id
+from steertown.residual import captured, left_pad, pad_id
 from steertown.steering.contrast_data import load_contrast_data
 from steertown.storage.run_dir import RunDir, atomic_write_json
 from steertown.verification.check import Check

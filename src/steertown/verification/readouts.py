@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from steertown.inference.residual import added, left_pad, pad_id, right_pad
+from steertown.residual import added, left_pad, pad_id, right_pad
 from steertown.steering.contrast_data import LikertItem, SituationItem
 
 NEUTRAL_SYSTEM = "You are a resident of a small town."

@@ -6,14 +6,10 @@ is the same in a resumed run and testable without a model.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from steertown.world.residents import MAX_ENERGY, Agent
+from steertown.world.residents import START_COINS as START_COINS  # the rules read them here too
+from steertown.world.residents import START_ENERGY as START_ENERGY
 
-if TYPE_CHECKING:  # profile takes its starting values from here
-    from steertown.agents.profile import Agent
-
-START_COINS = 5
-MAX_ENERGY = 10
-START_ENERGY = MAX_ENERGY
 # Coins one WORK earns at a place's job. Homes have no job: an agent at home goes out to
 # work (and meets people) instead of doing chores alone (pilot: work was 47% of actions).
 PAY = {"cafe": 3, "market": 3, "library": 2, "community_center": 2, "park": 2,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from steertown.agents.profile import GOALS, Agent
+from steertown.world.residents import GOALS, Agent
 from steertown.world.social import Ties
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from steertown.agents.profile import Agent
 from steertown.world import economy
 from steertown.world.actions import Action, apply_action
 from steertown.world.goals import spec_of
+from steertown.world.residents import Agent
 from steertown.world.social import NEWS, Ties
 from steertown.world.town import Town
 
