@@ -140,10 +140,10 @@ def test_inexact_dtypes_tolerate_drift_but_not_unsteered_generation():
     assert replay_check(off).passed is False
 
 
-@pytest.mark.parametrize("per_agent", [1, None])
+@pytest.mark.parametrize("per_agent", [2, None])
 def test_power_and_false_positive_rate_over_seeds(per_agent):
-    """A real effect of the measured size at 32 agents x 1 decision (the default budget,
-    `decision_samples` 32) and x 1-2 passes in >= 95% of seeds (`changed` and all five
+    """A real effect of the measured size at 32 agents x 2 decisions (the default budget,
+    `decision_samples` 64) and x 1-2 passes in >= 95% of seeds (`changed` and all five
     traits); each null fails in >= 95% of seeds: a placebo (some required check),
     shuffled labels (each trait's check)."""
     seeds = range(40)
