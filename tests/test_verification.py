@@ -305,6 +305,11 @@ def test_dose_response_direction_on_the_real_model(backend):
 
 
 @pytest.mark.model
+@pytest.mark.xfail(strict=True, reason=(
+    "measured 2026-12-02 on the merged verdict: at this small budget (1 random direction, "
+    "3 coefficients) dose.margin.C fails on the real model (2 items; A and C with 4 items), "
+    "so the run reads FAIL, not NOT VERIFIED; open in issue 19. strict: passing again "
+    "fails this marker, so the finding cannot go stale"))
 def test_verify_run_with_the_model_small_budget(tmp_path, backend):
     run = build_run(tmp_path)
     RunDir(run).update_manifest(model=backend.describe())  # as the flow records it

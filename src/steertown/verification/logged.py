@@ -45,8 +45,11 @@ def logged_checks(run: RunDir, num_files: int = 0, min_variance: float = 1e-4) -
     agent_var = dict(zip(TRAITS, per_agent[:5], strict=True))
     row_var_by = dict(zip(TRAITS, row_var, strict=True))
     # Every steered trait must vary (one varying trait must not carry four constant ones).
-    still_rows = [t for t in steered if row_var_by[t] <= min_variance]
-    still_agents = [t for t in steered if agent_var[t] <= min_variance]
+    # Relative to the trait's scale (max |alpha|^2): a weakly steered run (strength 0.01)
+    # still varies; only constant alphas are "still".
+    scale = dict(zip(TRAITS, (v * v for v in max_abs), strict=True))
+    still_rows = [t for t in steered if row_var_by[t] <= min_variance * scale[t]]
+    still_agents = [t for t in steered if agent_var[t] <= min_variance * scale[t]]
     mean_traits = dict(zip(TRAITS, (m or 0.0 for m in means), strict=True))
     present = n > 0 and null_rows == 0
     return [
