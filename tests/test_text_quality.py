@@ -136,6 +136,10 @@ def test_usable_share():
 
 
 @pytest.mark.model
+@pytest.mark.xfail(strict=True, reason=(
+    "measured 2026-12-02: the real MiniLM labels the off-topic photosynthesis Talk line in "
+    "the picnic situation 'ok' (index 2), so RELATED_MIN['minilm'] admits it; open finding "
+    "(issue 22); strict, so a fix makes this marker fail and go"))
 def test_relatedness_threshold_with_the_real_minilm():
     """RELATED_MIN["minilm"] with the real all-MiniLM-L6-v2 (offline package): the default
     model's lines that fit their situation are kept, off-topic ones are `unrelated`."""
