@@ -34,7 +34,9 @@ import torch
 from steertown.config import RunConfig
 from steertown.inference.backend import GenerationRequest
 from steertown.inference.decode_loop import DecodeLoop
+from steertown.inference.onnx_bound import BoundStepper
 from steertown.inference.onnx_export import ensure_onnx_model
+from steertown.inference.onnx_rest_graph import ensure_rest_graph, rest_feeds
 from steertown.inference.prefix_cache import PrefixKVCache
 from steertown.inference.residual import right_pad
 from steertown.inference.transformers_backend import TransformersBackend
@@ -72,6 +74,13 @@ class OnnxBackend(DecodeLoop):
 
     name = "onnx"
     supports_placebo = True  # steer_inputs uses each row's basis (steering.mode=placebo)
+    # The rest of each prompt (after the cached prefix) prefilled in one batched pass on
+    # the standard-op attention graph; False = one row at a time on the GQA graph (bench A/B:
+    # reflection tick 1.40x, action tick 0.96x, outputs identical; bench/RESULTS.md).
+    batched_rest = True
+    # Decode steps on preallocated KV buffers bound as both past and present (onnx_bound):
+    # no copy of the cache per step. False = `session.run` with the cache as arrays.
+    bound_decode = False
 
     def __init__(self, cfg: RunConfig, reference: TransformersBackend | None = None) -> None:
         import onnxruntime as ort
@@ -103,6 +112,11 @@ class OnnxBackend(DecodeLoop):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(self.onnx_dir / "model.onnx"), opts,
                                             providers=["CPUExecutionProvider"])
+        # The batched rest-of-prompt prefill (onnx_rest_graph), when the prefix cache is on.
+        self.rest_session = None
+        if self.batched_rest and cfg.optimization.prefix_cache:
+            self.rest_session = ort.InferenceSession(str(ensure_rest_graph(self.onnx_dir)), opts,
+                                                     providers=["CPUExecutionProvider"])
         self.session_seconds = round(time.perf_counter() - t0, 2)
         names = [i.name for i in self.session.get_inputs()]
         self.past_names = [n for n in names if n.startswith("past_key_values.")]
@@ -110,6 +124,9 @@ class OnnxBackend(DecodeLoop):
         self.fetch = ["logits"] + [n.replace("past_key_values.", "present.") for n in self.past_names]
         kv = next(i for i in self.session.get_inputs() if i.name == self.past_names[0])
         self._kv_heads, self._head_dim = int(kv.shape[1]), int(ref.model.config.head_dim)
+        mc = ref.model.config
+        self._max_position = int(mc.max_position_embeddings)
+        self._group = int(mc.num_attention_heads) // int(mc.num_key_value_heads)
         self._dirs = {k: ref.vectors.steering_matrix(k).float().numpy() for k in self.layers}
         self.vocab_size = ref.vocab_size
         self.prefix_kv = PrefixKVCache()
@@ -164,15 +181,22 @@ class OnnxBackend(DecodeLoop):
               alphas: torch.Tensor) -> tuple[torch.Tensor, _OrtStepper, list[str]]:
         steer = self.steer_inputs(alphas, [r.placebo_seed for r in requests])
         lengths = np.asarray([len(p) for p in prompts], dtype=np.int64)
+        # Room for the longest prompt plus the largest token budget (bound decode).
+        capacity = int(lengths.max()) + max(int(r.max_new_tokens) for r in requests) + 1
+
+        def stepper(present: list[np.ndarray]):
+            if self.bound_decode:
+                return BoundStepper(self, present, lengths, steer, capacity)
+            return _OrtStepper(self, present, lengths, steer)
+
         if self.cfg.optimization.prefix_cache:
             done = self._open_two_phase(requests, prompts, alphas, steer)
             if done is not None:
                 logits, present, state = done
-                return logits, _OrtStepper(self, present, lengths, steer), state
+                return logits, stepper(present), state
         ids, mask = right_pad(prompts, self._pad_id)
         out = self._run(ids.numpy(), mask.numpy(), lengths - 1, steer, None)
-        return (torch.from_numpy(out[0][:, 0, :]), _OrtStepper(self, out[1:], lengths, steer),
-                ["off"] * len(prompts))
+        return torch.from_numpy(out[0][:, 0, :]), stepper(out[1:]), ["off"] * len(prompts)
 
     def _open_two_phase(self, requests: list[GenerationRequest], prompts: list[list[int]],
                         alphas: torch.Tensor, steer: dict[str, np.ndarray]):
@@ -200,6 +224,9 @@ class OnnxBackend(DecodeLoop):
             fresh[keys[i]] = list(zip(arrs[0::2], arrs[1::2], strict=True))  # stored as pairs
             self.prefix_kv.put(keys[i], fresh[keys[i]])
         kvs = [kv if kv is not None else fresh[keys[i]] for i, kv in enumerate(kvs)]
+        if self.rest_session is not None and self.batched_rest:
+            logits, present = self._rest_batched(pre, prompts, kvs, steer)
+            return logits, present, state
         logits, rows = [], []
         for i, (p, q) in enumerate(zip(pre, prompts, strict=True)):
             rest = np.asarray([q[len(p):]])
@@ -216,6 +243,29 @@ class OnnxBackend(DecodeLoop):
                 buf[i, :, :len(q)] = rows[i][layer][0, :, :len(q)]
             present.append(buf)
         return torch.from_numpy(np.stack(logits)), present, state
+
+    def _rest_batched(self, pre: list[list[int]], prompts: list[list[int]], kvs: list,
+                      steer: dict[str, np.ndarray]) -> tuple[torch.Tensor, list[np.ndarray]]:
+        """Every row's rest of prompt in one pass on top of its prefix KV (rest graph)."""
+        n_pre = [len(p) for p in pre]
+        n_rest = [len(q) - len(p) for p, q in zip(pre, prompts, strict=True)]
+        width, rest = max(n_pre), max(n_rest)
+        past = []
+        for layer in range(len(kvs[0])):
+            for half in (0, 1):  # keys, values
+                buf = np.zeros((len(pre), self._kv_heads, width, self._head_dim), np.float32)
+                for i, kv in enumerate(kvs):
+                    buf[i, :, :n_pre[i]] = kv[layer][half].numpy()
+                past.append(buf)
+        ids = np.full((len(pre), rest), self._pad_id, np.int64)
+        for i, (p, q) in enumerate(zip(pre, prompts, strict=True)):
+            ids[i, :n_rest[i]] = q[len(p):]
+        feeds = {"input_ids": ids, "attention_mask": np.ones((len(pre), width + rest), np.int64),
+                 "logits_index": (np.asarray(n_rest, np.int64) - 1)[:, None, None], **steer,
+                 **dict(zip(self.past_names, past, strict=True)),
+                 **rest_feeds(n_pre, n_rest, self._max_position, self._group)}
+        out = self.rest_session.run(self.fetch, feeds)
+        return torch.from_numpy(out[0][:, 0, :]), out[1:]
 
     def describe(self) -> dict[str, Any]:
         """The torch reference's description, with what differs on this runtime."""
