@@ -16,9 +16,12 @@ The torch model is loaded too, as `reference`: it computes or loads the trait ve
 provides the tokenizer, and runs the verification passes that read or patch the
 residual stream (`hidden_at`, `steered`, readouts). Generation never touches it.
 
-The steered prefix KV cache works as in the torch backend, except that the rest of each
-prompt is prefilled one row at a time (the graph's attention refuses a multi-token input
-on top of a cache for more than one row), then the rows' caches are right-padded together.
+The steered prefix KV cache works as in the torch backend. The graph's attention
+(GroupQueryAttention) refuses a multi-token input on top of a cache for more than one
+row, so the rest of each prompt is prefilled on a second graph with the same weights
+whose attention is written in standard ops (onnx_rest_graph): all rows in one pass, each
+row's keys laid out as GroupQueryAttention lays them out, so decoding continues on the
+GQA graph. `batched_rest = False` prefills row by row on the GQA graph instead.
 """
 
 from __future__ import annotations
@@ -112,11 +115,8 @@ class OnnxBackend(DecodeLoop):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(self.onnx_dir / "model.onnx"), opts,
                                             providers=["CPUExecutionProvider"])
-        # The batched rest-of-prompt prefill (onnx_rest_graph), when the prefix cache is on.
-        self.rest_session = None
-        if self.batched_rest and cfg.optimization.prefix_cache:
-            self.rest_session = ort.InferenceSession(str(ensure_rest_graph(self.onnx_dir)), opts,
-                                                     providers=["CPUExecutionProvider"])
+        self._session_options = opts
+        self._rest_session = None  # the batched rest-prefill graph, loaded on first use
         self.session_seconds = round(time.perf_counter() - t0, 2)
         names = [i.name for i in self.session.get_inputs()]
         self.past_names = [n for n in names if n.startswith("past_key_values.")]
@@ -200,12 +200,9 @@ class OnnxBackend(DecodeLoop):
 
     def _open_two_phase(self, requests: list[GenerationRequest], prompts: list[list[int]],
                         alphas: torch.Tensor, steer: dict[str, np.ndarray]):
-        """Prefix KV from the cache (misses computed row by row), then each row's rest.
-
-        The graph's attention takes a multi-token input on top of a cache only for one
-        row at a time, so the rest of each prompt is prefilled row by row (still many
-        tokens per pass), and the rows' caches are then right-padded into one batch.
-        """
+        """Prefix KV from the cache (misses computed row by row), then each row's rest:
+        in one pass on the rest graph (`batched_rest`), or row by row on the GQA graph
+        (still many tokens per pass) with the rows' caches right-padded into one batch."""
         pre = [self.prefix_ids(r.system) for r in requests]
         if any(len(p) >= len(q) or q[:len(p)] != p for p, q in zip(pre, prompts, strict=True)):
             return None  # template does not split cleanly: single-phase prefill
@@ -224,7 +221,7 @@ class OnnxBackend(DecodeLoop):
             fresh[keys[i]] = list(zip(arrs[0::2], arrs[1::2], strict=True))  # stored as pairs
             self.prefix_kv.put(keys[i], fresh[keys[i]])
         kvs = [kv if kv is not None else fresh[keys[i]] for i, kv in enumerate(kvs)]
-        if self.rest_session is not None and self.batched_rest:
+        if self.batched_rest:
             logits, present = self._rest_batched(pre, prompts, kvs, steer)
             return logits, present, state
         logits, rows = [], []
@@ -243,6 +240,17 @@ class OnnxBackend(DecodeLoop):
                 buf[i, :, :len(q)] = rows[i][layer][0, :, :len(q)]
             present.append(buf)
         return torch.from_numpy(np.stack(logits)), present, state
+
+    @property
+    def rest_session(self):
+        """The session of the batched rest-prefill graph (built and loaded on first use)."""
+        if self._rest_session is None:
+            import onnxruntime as ort
+
+            self._rest_session = ort.InferenceSession(
+                str(ensure_rest_graph(self.onnx_dir)), self._session_options,
+                providers=["CPUExecutionProvider"])
+        return self._rest_session
 
     def _rest_batched(self, pre: list[list[int]], prompts: list[list[int]], kvs: list,
                       steer: dict[str, np.ndarray]) -> tuple[torch.Tensor, list[np.ndarray]]:
@@ -279,8 +287,11 @@ class OnnxBackend(DecodeLoop):
             "onnx_from_cache": self.onnx_from_cache, "session_seconds": self.session_seconds,
             "reference": f"torch {d.get('dtype')} (vectors, verification passes)",
             "prefix_cache": ("two-phase prefill, per-agent steered prefix KV reused (rest of "
-                             "each prompt prefilled row by row)"
+                             "each prompt prefilled " + ("in one batched pass, standard-op "
+                             "attention graph)" if self.batched_rest else "row by row)")
                              if self.cfg.optimization.prefix_cache else "off"),
+            "decode": ("bound KV buffers (IOBinding, no copy per step)" if self.bound_decode
+                       else "session.run with the KV cache as arrays"),
             "batch_exactness": "measured per run by verify (mechanistic.batch); see tests/test_onnx_backend.py",
         })
         return d
