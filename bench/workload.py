@@ -15,7 +15,7 @@ from steertown.config import RunConfig
 from steertown.config_loading import load_config
 from steertown.inference.backend import GenerationRequest
 from steertown.inference.batching import BatchStats, generate_all
-from steertown.inference.residual import left_pad, pad_id
+from steertown.residual import left_pad, pad_id
 
 Ticks = list[list[GenerationRequest]]
 

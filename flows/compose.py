@@ -29,21 +29,42 @@ _LOCK = threading.Lock()  # Hydra's global state: one composition at a time per 
 
 
 def group_options(group: str, conf: Path = CONF) -> list[str]:
-    """The options of a config group: the YAML files in conf/<group>/ (arm, model)."""
+    """The options of a config group: the YAML files in conf/<group>/ (arm, model, steering)."""
     return sorted(p.stem for p in (conf / group).glob("*.yaml"))
+
+
+def default_groups(conf: Path = CONF) -> set[str]:
+    """The config groups conf/config.yaml's defaults list already holds (`model`): those
+    are replaced with `group=option`; the others (`arm`) are added with `+group=option`."""
+    import yaml
+
+    try:
+        defaults = yaml.safe_load((conf / "config.yaml").read_text()).get("defaults") or []
+    except (OSError, AttributeError, yaml.YAMLError):
+        return set()
+    return {k for d in defaults if isinstance(d, dict) for k in d}
+
+
+def config_groups(conf: Path = CONF) -> list[str]:
+    """The config groups: the folders of conf/ that hold YAML files (arm, model, steering)."""
+    return sorted(d.name for d in conf.iterdir() if d.is_dir() and any(d.glob("*.yaml")))
 
 
 def hydra_overrides(argv: list[str]) -> tuple[list[str], Path]:
     """The key=value overrides of a `flows/run.py` command line and its config dir.
 
     Hydra's own flags (`--cfg job`, `--info defaults`, `-cn x`, `-m`...) are split off by
-    Hydra's own argument parser, so they reach Hydra untouched.
+    Hydra's own argument parser, so they reach Hydra untouched. With `-sc` (shell
+    completion) the positional words are completion commands (`install=bash`), not
+    overrides: none are returned.
     """
     from hydra._internal.utils import get_args_parser
 
     try:
         args, _ = get_args_parser().parse_known_args(argv)
     except SystemExit:  # Hydra will print its own usage error for this command line
+        return [], CONF
+    if args.shell_completion:
         return [], CONF
     conf = Path(args.config_dir or (PROJECT_ROOT / "flows" / args.config_path
                                     if args.config_path else CONF))
@@ -54,7 +75,7 @@ def override_problem(overrides: list[str], conf: Path = CONF) -> str | None:
     """One-line message for a malformed override or an unknown key/arm/model, else None.
 
     Hydra's own errors for these are multi-line; users get one line and exit code 2.
-    Arms and models are whatever `conf/arm/*.yaml` and `conf/model/*.yaml` hold.
+    Arms, models and steering modes are whatever `conf/<group>/*.yaml` hold.
     """
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
@@ -63,9 +84,16 @@ def override_problem(overrides: list[str], conf: Path = CONF) -> str | None:
     from steertown.config import RunConfig, flatten
 
     known = set(flatten(RunConfig().to_dict()))
+    in_defaults = default_groups(conf)
     for o in parsed:
         group = o.key_or_group
-        if group not in ("arm", "model"):
+        groups = config_groups(conf)
+        if group in groups and group not in in_defaults and not (
+                o.is_add() or o.is_force_add() or o.is_delete()):
+            # Hydra says "Could not override 'arm'. No match in the defaults list." in 3 lines
+            return (f"{group}: write +{o.input_line} (the + adds the "
+                    f"{group} group; it has no default to replace)")
+        if group not in groups:
             if not (group.startswith("hydra") or o.is_add() or group in known
                     or any(k.startswith(group + ".") or group.startswith(k + ".")
                            for k in known)):

@@ -41,14 +41,16 @@ def flow_run_name() -> str:
 
 
 @flow(name="steertown-run", flow_run_name=flow_run_name)
-def run_flow(config: dict, overrides: list[str] | None = None) -> dict:
+def run_flow(config: dict, overrides: list[str] | None = None,
+             sweep: dict[str, str] | None = None) -> dict:
     """One experiment run from a composed config dict; returns where its outputs are.
 
     `overrides`: the command-line overrides it was composed from, recorded in the
-    manifest and in MLflow.
+    manifest and in MLflow. `sweep`: for one job of a multirun, the sweep's id and the
+    job's number (`{"sweep": ..., "sweep_job": ...}`), recorded and tagged the same way.
     """
     wall = time.perf_counter()
-    cfg = load_config(config)  # fail fast on bad input, before anything is written
+    cfg = load_config(config, new_run=True)  # fail fast on bad input, before anything is written
     run_dir = Path(cfg.storage_dir) / resolve_run_id(cfg)
     with RunLock(run_dir):
         plan = resolve_config(config)
@@ -57,14 +59,16 @@ def run_flow(config: dict, overrides: list[str] | None = None) -> dict:
             say(f"Run {plan['run_id']} is complete ({plan['steps']} ticks); nothing to do. "
                 "Use overwrite=true or another run_id to run it again.")
             return {"run_id": plan["run_id"], "run_dir": plan["run_dir"], "skipped": True}
-        run.update_manifest(overrides=list(overrides or []), prefect=_prefect_run())
+        run.update_manifest(overrides=list(overrides or []), prefect=_prefect_run(),
+                            **({"sweep": sweep} if sweep else {}))
         if plan["start_tick"]:
             say(f"Resuming {plan['run_id']} from the checkpoint at tick {plan['start_tick']}")
         tracker = RunTracker.from_config(config, PROJECT_ROOT) if cfg.tracking.enabled else None
         with tracker or _NoTracking() as tracker:
             model = load_backend(config, plan["run_dir"])
             tracker.start(config, {**run.read_manifest(), "model": model},
-                          tags={f"prefect.{k}": v for k, v in _prefect_run().items()})
+                          tags={**{f"prefect.{k}": v for k, v in _prefect_run().items()},
+                                **(sweep or {})})
             _link_mlflow(tracker, plan["run_id"])
             progress = create_progress_artifact(
                 100.0 * plan["start_tick"] / cfg.steps, key=_key(plan["run_id"], "progress"),
@@ -102,10 +106,21 @@ def run_flow(config: dict, overrides: list[str] | None = None) -> dict:
 
 def _prefect_run() -> dict[str, str]:
     """This flow run's id and name, and its UI address when a Prefect UI serves it."""
-    out = {"flow_run_id": str(runtime.flow_run.id or ""),
-           "flow_run_name": str(runtime.flow_run.name or "")}
-    if url := runtime.flow_run.ui_url:
-        out["flow_run_url"] = url
+    from prefect.settings import PREFECT_UI_URL
+
+    return prefect_run_fields(runtime.flow_run.id, runtime.flow_run.name, PREFECT_UI_URL.value())
+
+
+def prefect_run_fields(flow_run_id, name, ui_base: str | None) -> dict[str, str]:
+    """The manifest's `prefect` record: id, name and UI link. Prefect's own
+    `runtime.flow_run.ui_url` formats a missing UI address as "None/flow-runs/..."; with
+    no UI (an ephemeral server: PREFECT_UI_URL unset) the link is left out and the record
+    says why."""
+    out = {"flow_run_id": str(flow_run_id or ""), "flow_run_name": str(name or "")}
+    if ui_base and flow_run_id:
+        out["flow_run_url"] = f"{ui_base.rstrip('/')}/flow-runs/flow-run/{flow_run_id}"
+    elif flow_run_id:
+        out["flow_run_url_missing"] = "no Prefect UI: PREFECT_UI_URL is unset (start one: make ui)"
     return {k: v for k, v in out.items() if v}
 
 

@@ -36,7 +36,18 @@ def main(cfg: DictConfig) -> None:
         return
     from flows.pipeline import run_flow
 
-    run_flow(data, overrides)
+    run_flow(data, overrides, sweep=sweep_of(HydraConfig.get()))
+
+
+def sweep_of(hydra_cfg) -> dict[str, str] | None:
+    """For a job of a Hydra multirun (`-m`): the sweep it belongs to (its multirun
+    directory, one per invocation) and its job number, recorded in the manifest and as
+    MLflow tags so the sweep's runs are found together; None for a single run."""
+    from hydra.types import RunMode
+
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return {"sweep": str(hydra_cfg.sweep.dir), "sweep_job": str(hydra_cfg.job.num)}
 
 
 if __name__ == "__main__":

@@ -15,5 +15,5 @@ from steertown.sim.runner import prepare_run
 @task(name="resolve_config", cache_policy=NO_CACHE)
 def resolve_config(config: dict) -> dict:
     """Validate against the typed schema, hash it, write the manifest; return the plan."""
-    cfg = load_config(config)
+    cfg = load_config(config, new_run=True)  # a run may tighten thresholds, not loosen
     return dataclasses.asdict(prepare_run(cfg, project_root()))

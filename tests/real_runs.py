@@ -7,7 +7,11 @@ returns the run directory. Sabotaged runs differ only in how the backend generat
 - `steering_off`: the engine logs each agent's alphas but the backend generates with
   every alpha zeroed (an engine that logs steering it never applies);
 - `placebo`: `steering.mode=placebo`: the alphas multiply seeded random directions with
-  the trait vectors' norms in place of the trait vectors (the experiments' control).
+  the trait vectors' norms in place of the trait vectors (the experiments' control);
+- `prompt`, `off`: `steering.mode=prompt` / `off`;
+- `weak`: `steering.strength=0.01`;
+- `shuffled`: each trait's alpha steers with another trait's vector (cyclic E<-A<-C<-O<-N<-E)
+  while the rows log the alphas under their own labels (the seed project's label placebo).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Any
 from tests.model_fixtures import ROOT, real_cfg, shared_backend
 
 
-def small_run_cfg(tmp: Path, run_id: str, population: int = 8, steps: int = 4, seed: int = 3):
+def small_run_cfg(tmp: Path, run_id: str, population: int = 8, steps: int = 4, seed: int = 3,
+                  spread: float = 0.8):
     """The run config of a small real-model run (caches shared with the other tests)."""
     from steertown.config_loading import validate
 
@@ -30,7 +35,10 @@ def small_run_cfg(tmp: Path, run_id: str, population: int = 8, steps: int = 4, s
     cfg.storage_dir = str(tmp / "dumps")
     cfg.memory.embedder = "hashing"
     cfg.optimization.reflect_every_n_ticks = 1000  # decisions only: the test is about them
-    cfg.steering.spread = 0.8  # agents far apart on every trait
+    cfg.steering.spread = spread  # default 0.8: agents far apart on every trait
+    # The fast arm's steering (its coefficients and strength).
+    cfg.steering.coefficients = {"E": 0.3, "A": 0.2, "C": 0.2, "O": 0.0, "N": -0.1}
+    cfg.steering.strength = 1.0
     return validate(cfg)
 
 
@@ -49,6 +57,23 @@ class SteeringOff:
         return self.inner.generate_batch(off)
 
 
+class Shuffled(SteeringOff):
+    """Backend wrapper: each trait's alpha goes to the vector of `relabel[trait]`."""
+
+    def __init__(self, backend: Any, relabel: dict[str, str]) -> None:
+        super().__init__(backend)
+        self.relabel = relabel
+
+    def generate_batch(self, requests):
+        moved = []
+        for r in requests:
+            s = {t: 0.0 for t in r.steering}
+            for t, a in r.steering.items():
+                s[self.relabel[t]] = s.get(self.relabel[t], 0.0) + a
+            moved.append(dataclasses.replace(r, steering=s))
+        return self.inner.generate_batch(moved)
+
+
 def simulate(cfg, backend: Any) -> Path:
     """Run every tick of `cfg` on `backend`; manifest records the backend as the flow does."""
     from steertown.inference import get_embedder
@@ -64,11 +89,18 @@ def simulate(cfg, backend: Any) -> Path:
 
 
 def make_run(tmp: Path, kind: str, **size) -> Path:
-    """A small run of `kind` in {"steered", "steering_off", "placebo"}."""
+    """A small run of `kind` in {"steered", "steering_off", "placebo", "prompt", "off",
+    "weak", "shuffled"}."""
+    from steertown.verification.decisions import CYCLIC_SHUFFLE
+
     backend = shared_backend()
     cfg = small_run_cfg(tmp, kind, **size)
     if kind == "steering_off":
         return simulate(cfg, SteeringOff(backend))
-    if kind == "placebo":
-        cfg.steering.mode = "placebo"
+    if kind == "shuffled":
+        return simulate(cfg, Shuffled(backend, CYCLIC_SHUFFLE))
+    if kind in ("placebo", "prompt", "off"):
+        cfg.steering.mode = kind
+    if kind == "weak":
+        cfg.steering.strength = 0.01
     return simulate(cfg, backend)

@@ -67,6 +67,7 @@ def test_yaml_mirrors_the_schema():
     data = yaml.safe_load((CONF / "config.yaml").read_text())
     data.pop("defaults"), data.pop("hydra")
     data["model"] = yaml.safe_load((CONF / "model" / "smollm2.yaml").read_text())
+    data["steering"].update(yaml.safe_load((CONF / "steering" / "vectors.yaml").read_text()))
 
     def keys(d, prefix=""):
         out = set()

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from steertown.agents.memory import MemoryStream
-from steertown.agents.profile import sample_population
 from steertown.config import TRAITS
 from steertown.config_loading import load_config
 from steertown.inference.batching import generate_all
 from steertown.inference.mock import MockBackend
 from steertown.sim.engine import Simulation
 from steertown.world.actions import apply_action, parse_action
+from steertown.world.residents import sample_population
 from steertown.world.scheduler import schedule_encounters
 from steertown.world.town import Town
 

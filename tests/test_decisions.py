@@ -1,103 +1,97 @@
-"""Decisions in situ on the real model: replay, and sabotaged runs that must fail.
+"""Sabotage suite on the real model: the verdict's decision checks pass a correctly steered
+town and fail each way of not steering it (issue 19).
 
-Three small runs of the same town (8 agents x 4 ticks, seed 3, every agent acting every
-tick): correctly steered; steering off while the alphas are logged; `steering.mode=
-placebo` (random directions of the trait vectors' norms in place of the vectors). Each is verified with the same
-small budget (2 decisions per agent, 2 random directions). With 8 agents a Spearman CI
-rarely clears 0, so the steered run is not required to pass (nor to beat the placebo: see
-the last test); each sabotaged run must fail the required decision checks.
+One session fixture simulates two ticks of a 32-agent town (the fast arm's coefficients,
+seed 3, every agent deciding each tick) in each of seven ways, on the shared float32 SmolLM2:
+correctly steered; `steering.strength=0.01`; `steering.mode=placebo`, `prompt`, `off`;
+alphas logged but generation unsteered; trait labels shuffled cyclically (E<-A<-C<-O<-N<-E
+vectors, logged alphas keep their labels). Each is verified at the default decision budget
+(two decisions per agent, one random direction). At one decision per agent (one tick) the
+correctly steered town failed O's check (E's and O's axes overlap; measured, 30 decisions). The runs that fail at the replay or for want of any
+residual-stream steering stop after the own/none re-scoring, so they cost little.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from steertown.config import VerificationConfig
 from steertown.storage.run_dir import RunDir
-from steertown.verification.decisions import (
-    decision_checks,
-    option_paths,
-    rescore,
-    sample_decisions,
-)
+from steertown.verification.decisions import CYCLIC_SHUFFLE, decision_checks
 from steertown.verification.model_checks import knob
 
-pytestmark = pytest.mark.model
+pytestmark = [pytest.mark.model, pytest.mark.slow]
 TRAITS = ["E", "A", "C", "O", "N"]
 
 
 def vcfg() -> VerificationConfig:
-    return VerificationConfig(random_directions=2, decision_samples=16)
+    return VerificationConfig(decision_samples=64, decision_random_directions=1)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """{kind: (run dir, checks by name)} for the three runs."""
+@pytest.fixture(scope="session")
+def verdicts(tmp_path_factory):
+    """verdicts[kind] -> {check name: Check}; each run is simulated and verified the first
+    time a test asks for it (so `-k` runs only the runs its tests need)."""
     from tests.model_fixtures import shared_backend
     from tests.real_runs import make_run
 
-    tmp = tmp_path_factory.mktemp("decisions")
-    backend = shared_backend()
-    out = {}
-    for kind in ("steered", "steering_off", "placebo"):
-        run = make_run(tmp, kind)
-        checks, _ = decision_checks(RunDir(run), backend, TRAITS, vcfg(), knob)
-        out[kind] = (run, {c.name: c for c in checks})
-    return out
+    tmp = tmp_path_factory.mktemp("sabotage")
+    cache: dict[str, dict] = {}
+
+    class Verdicts:
+        def __getitem__(self, kind: str) -> dict:
+            if kind not in cache:
+                run = make_run(tmp, kind, population=32, steps=2, spread=0.5)
+                # The shuffled control is replayed as it was delivered (its replay
+                # passes), so it is the trait check, not the replay, that must catch it.
+                checks, _ = decision_checks(
+                    RunDir(run), shared_backend(), TRAITS, vcfg(), knob,
+                    relabel=CYCLIC_SHUFFLE if kind == "shuffled" else None)
+                cache[kind] = {c.name: c for c in checks}
+            return cache[kind]
+
+    return Verdicts()
 
 
-def mean_rho(checks: dict) -> float:
-    return float(np.mean([checks[f"decisions.{t}"].data.get("rho", 0.0) for t in TRAITS]))
+def required_failures(checks: dict) -> list[str]:
+    return [n for n, c in checks.items() if c.required and c.passed is False]
 
 
-def test_replay_reproduces_the_logged_option_logprob(runs):
-    run, checks = runs["steered"]
-    replay = checks["decisions.replay"]
-    assert replay.passed, replay.figure
-    # up to 16 sampled (an agent with a single decision gives one, not two)
-    assert 12 <= replay.data["decisions"] <= 16 and replay.data["max_abs_diff"] < 1e-3
-    assert replay.data["steered_decisions"] > 0  # steering mattered somewhere: not vacuous
+def test_correctly_steered_town_passes_every_decision_check(verdicts):
+    checks = verdicts["steered"]
+    assert required_failures(checks) == [], {n: c.figure for n, c in checks.items()}
+    assert checks["decisions.replay"].data["max_abs_diff"] < 1e-3
+    assert checks["decisions.changed"].data["tv_ci_low"] > 0.05
 
 
-def test_every_option_is_reachable_and_probabilities_sum_to_one(runs):
-    from tests.model_fixtures import shared_backend
-
-    backend = shared_backend()
-    run, _ = runs["steered"]
-    decisions = sample_decisions(RunDir(run), 4)
-    for d in decisions:
-        assert all(p is not None for p in option_paths(backend, d.options))
-    scores = rescore(backend, decisions, ["E"], 1, 1.0)
-    for lp in scores.logprobs:  # the trie's renormalisation makes a distribution per row
-        assert np.allclose(np.exp(lp).sum(1), 1.0, atol=1e-4)
+def test_tiny_strength_fails_for_too_small_a_change(verdicts):
+    c = verdicts["weak"]["decisions.changed"]
+    assert verdicts["weak"]["decisions.replay"].passed  # it did steer, exactly as logged
+    assert c.passed is False and "too little" in c.figure, c.figure
 
 
-def test_steering_off_run_fails_the_decision_check(runs):
-    _, checks = runs["steering_off"]
-    replay = checks["decisions.replay"]
-    assert replay.passed is False  # logged values are the unsteered replays
-    assert replay.data["closer_to_unsteered"] == replay.data["steered_decisions"] > 0
-    assert not all(checks[f"decisions.{t}"].passed for t in TRAITS)
-    assert mean_rho(checks) == 0.0  # no decision carried the steering: no shift at all
+@pytest.mark.parametrize("kind", ["prompt", "off"])
+def test_modes_that_do_not_steer_the_residual_stream_fail_changed(verdicts, kind):
+    c = verdicts[kind]["decisions.changed"]
+    assert c.passed is False and "reached the residual stream" in c.figure, c.figure
 
 
-def test_placebo_run_fails_the_decision_check(runs):
-    _, checks = runs["placebo"]
-    # Replayed on the run's placebo basis (from its manifest): what it generated with.
-    assert checks["decisions.replay"].passed, checks["decisions.replay"].figure
-    failed = [t for t in TRAITS if not checks[f"decisions.{t}"].passed]
-    assert failed, "a placebo run must not pass the trait decision checks"
+def test_placebo_fails_the_steering_checks(verdicts):
+    checks = verdicts["placebo"]
+    assert checks["decisions.replay"].passed  # replayed on its own placebo basis
+    failed = required_failures(checks)
+    assert failed and all(n.startswith("decisions.") for n in failed), failed
 
 
-def test_steered_run_carries_a_signal_the_unsteered_run_lacks(runs):
-    # With 8 agents the steered run's statistic is noise-dominated: on the final prompts it
-    # gave mean rho 0.21 against the placebo's 0.22 (docs/verification.md), so it is not
-    # required to beat the placebo here; that the statistic can pass a real signal and
-    # fails placebo-like ones is tested on synthetic scores (test_decision_stats.py).
-    steered = mean_rho(runs["steered"][1])
-    assert steered > mean_rho(runs["steering_off"][1])  # = 0: no decision carried steering
-    # Each trait reports how its axis moves the option classes, with CIs.
-    e = runs["steered"][1]["decisions.E"].data
-    assert {"shift_work", "shift_rest", "shift_move"} <= set(e)
-    assert e["shift_work_ci_low"] <= e["shift_work"] <= e["shift_work_ci_high"]
+def test_alphas_logged_but_unsteered_generation_fails_the_replay(verdicts):
+    checks = verdicts["steering_off"]
+    assert checks["decisions.replay"].passed is False
+    assert required_failures(checks) == ["decisions.replay", "decisions.changed",
+                                         *(f"decisions.{t}" for t in TRAITS)]
+
+
+def test_shuffled_trait_labels_fail_the_trait_check(verdicts):
+    checks = verdicts["shuffled"]
+    assert checks["decisions.replay"].passed  # replayed as delivered
+    failed = [t for t in TRAITS if checks[f"decisions.{t}"].passed is False]
+    assert len(failed) >= 4, {t: checks[f"decisions.{t}"].figure for t in TRAITS}

@@ -92,7 +92,7 @@ def test_resolved_backend_is_in_the_hash_and_a_resume_elsewhere_is_refused(
     assert "\n" not in str(e.value)
     # The resolved config (what the manifest keeps) says onnx, which cannot run here.
     with pytest.raises(ConfigError, match="model.backend: onnx .* does not import"):
-        model_loading.check_model_config(load_config(here.to_dict()))
+        choice.check_backend_available(load_config(here.to_dict()))
 
 
 def test_a_fork_or_resume_must_run_the_recorded_backend_and_dtype():

@@ -18,8 +18,9 @@ from steertown.storage.run_dir import RunDir
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_flow(tmp: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    args = [sys.executable, str(ROOT / "flows" / "run.py"), "+arm=fast", "model=mock",
+def run_flow(tmp: Path, *overrides: str, timeout: int = 600, flags: tuple[str, ...] = ()
+             ) -> subprocess.CompletedProcess:
+    args = [sys.executable, str(ROOT / "flows" / "run.py"), *flags, "+arm=fast", "model=mock",
             "memory.embedder=hashing", "population=6", "steps=7", "checkpoint_every=3",
             "max_events_per_tick=4", "optimization.reflect_every_n_ticks=2",
             f"storage_dir={tmp / 'dumps'}", f"reports_dir={tmp / 'reports'}",
@@ -112,3 +113,23 @@ def test_progress_bar_mode_and_resume_refusal(finished):
     # one progress sequence over the run's three chunks (checkpoint_every=3), with an ETA
     assert re.findall(r"bar: (\d+)/7 ticks", r.stdout) == [str(t) for t in range(1, 8)]
     assert "bar: 7/7 ticks" in r.stdout and "eta 00:00:00" in r.stdout
+
+
+def test_multirun_jobs_are_one_sweep(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    r = run_flow(tmp_path, "seed=1,2", "population=3", "steps=1", "live=false",
+                 "verification.enabled=false", flags=("-m",))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("steertown")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 2
+    sweeps = {run.data.tags["sweep"] for run in runs}
+    assert len(sweeps) == 1 and sweeps.pop().startswith("multirun/")
+    assert sorted(run.data.tags["sweep_job"] for run in runs) == ["0", "1"]
+    manifests = [RunDir(p).read_manifest() for p in (tmp_path / "dumps").iterdir()]
+    assert {m["sweep"]["sweep"] for m in manifests} == {runs[0].data.tags["sweep"]}
+    for run in runs:  # no Prefect UI here: no "None/flow-runs/..." link
+        assert "prefect.flow_run_url" not in run.data.tags
+        assert run.data.tags["mlflow.source.git.commit"]

@@ -55,6 +55,40 @@ def fork(parent: Path, at: int, *overrides: str, run_id: str | None = None) -> P
     return run_all(plan.config)
 
 
+def state_of_checkpoint(path: Path) -> tuple[dict, dict]:
+    """A checkpoint's state (without the run's id and config hash) and its arrays."""
+    from steertown.sim.checkpoint import _read
+
+    state, arrays = _read(path)
+    return {k: v for k, v in state.items() if k not in ("run_id", "config_hash")}, arrays
+
+
+def uninterrupted_state(config: dict, tick: int, backend, tmp: Path) -> tuple[dict, dict]:
+    """The parent's state after `tick`, from a fresh run of its config to that tick with no
+    checkpoint or restore on the way (written as a checkpoint to compare like for like)."""
+    from steertown.sim.checkpoint import save_checkpoint
+    from steertown.sim.engine import Simulation
+
+    cfg = load_config(config)
+    sim = Simulation(cfg, backend, HashingEmbedder(), cfg.run_id)
+    for t in range(1, tick + 1):
+        sim.run_tick(t)
+    return state_of_checkpoint(save_checkpoint(sim, RunDir(tmp / "reference"), 1))
+
+
+def assert_same_state(fork_state: tuple[dict, dict], parent_state: tuple[dict, dict]) -> None:
+    """Memories (texts, embeddings, importance), agents (coins, energy, plans...), ties,
+    pending replies, transcripts and the label history, all equal."""
+    (fs, fa), (ps, pa_) = fork_state, parent_state
+    for key in ("tick", "agents", "memories", "memory_next_id", "ties", "pending_replies",
+                "line_history", "transcripts"):
+        assert fs[key] == ps[key], key
+    assert fs == ps
+    assert fa.keys() == pa_.keys()
+    for key in fa:
+        assert (fa[key] == pa_[key]).all(), key
+
+
 def differing_ticks(a: Path, b: Path) -> set[int]:
     """Ticks from the first divergence on (analysis.diff), empty when identical."""
     first = first_divergence(a, b)
@@ -64,6 +98,22 @@ def differing_ticks(a: Path, b: Path) -> set[int]:
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory) -> Path:
     return run_all(parent_config(tmp_path_factory.mktemp("fork")))
+
+
+@pytest.mark.parametrize("at", [5, 4, 9])
+def test_state_restored_at_t_is_the_parents_state(parent, at, tmp_path):
+    """The fork's state at the start of tick `at` (its checkpoint after at-1, restored from
+    the parent's checkpoint and replayed) equals the parent's state after at-1 as an
+    uninterrupted run has it: memories, ties, coins, pending replies, label history."""
+    config = parent_config(parent.parent.parent)
+    plan = plan_fork(parent, at, [], f"state-{at}")
+    create_fork(plan, HashingEmbedder(), lambda: MockBackend([16]), ROOT)
+    from steertown.sim.checkpoint import checkpoint_path
+
+    forked = state_of_checkpoint(checkpoint_path(RunDir(plan.run_dir), at - 1))
+    reference = uninterrupted_state(config, at - 1, MockBackend([16]), tmp_path)
+    assert forked[0]["ties"] and any(forked[0]["memories"].values())  # a state worth comparing
+    assert_same_state(forked, reference)
 
 
 @pytest.mark.parametrize("at,restored,replayed", [(5, 3, 1), (4, 3, 0), (1, 0, 0), (9, 6, 2)])
@@ -133,6 +183,9 @@ def test_fork_of_a_fork_before_its_fork_point_is_refused(parent):
     (["--at", "10"], "--at: 10 is after the fork's last tick (steps=9); set steps=N with N >= 10"),
     (["--at", "3", "model.name=hf"], "model.name: cannot change in a fork"),
     (["--at", "3", "seed=2"], "seed: cannot change in a fork"),
+    # A fork is judged by its parent's thresholds (issue 19): not even to tighten them.
+    (["--at", "3", "verification.replay_tolerance=10"],
+     "verification.replay_tolerance: cannot change in a fork"),
     (["--at", "3", "steering.agents.agent-012.A=0.5"],
      "steering.agents.agent-012: unknown agent id; allowed: agent-000..agent-011"),
     (["--at", "3", "steering.mode=vector"], "steering.mode: 'vector' is out of range"),
@@ -208,6 +261,10 @@ def test_real_model_fork_replays_exactly_and_reproduces_the_parent(tmp_path):
     plan = plan_fork(par, 2, [], "real-fork")
     create_fork(plan, HashingEmbedder(), lambda: backend, ROOT)
     assert RunDir(plan.run_dir).read_manifest()["fork"]["replayed_ticks"] == 1
+    from steertown.sim.checkpoint import checkpoint_path
+
+    assert_same_state(state_of_checkpoint(checkpoint_path(RunDir(plan.run_dir), 1)),
+                      uninterrupted_state(config, 1, backend, tmp_path))
     child = run(plan.config)
     assert differing_ticks(par, child) == set()
     assert RunDir(child).read_table("messages").num_rows > 0

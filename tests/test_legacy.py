@@ -116,20 +116,29 @@ def test_cli_import_legacy(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not DEBUG32.is_dir(), reason="shared legacy dump not present")
-def test_debug32_matches_the_guide(tmp_path):
-    path = import_legacy(DEBUG32, tmp_path, run_id="debug32")
-    s = analyze_run(path)
-    assert s["counts"]["agents"] == 32 and s["counts"]["ticks"] == 200
-    assert s["steering"]["presence"]["nonzero_share"] == 1.0  # "100% ... non-zero steering"
-    assert s["steering"]["presence"]["agents_steered"] == 32
-    means = {r["trait"]: r["logged_mean"] for r in s["steering"]["traits"]}
-    # The guide quotes E +0.85, A +0.48, C +0.51, O -0.04, N +0.03. The dump itself gives
+GUIDE = Path(__file__).parent / "fixtures" / "legacy_guide"
+GUIDE_QUOTED = {"E": 0.85, "A": 0.48, "C": 0.51, "O": -0.04, "N": 0.03}
+# dump -> (agents, ticks, actions, per-trait logged means as the data gives them).
+# The shared debug32 dump (outside the repo) is checked where present; the fixture, built
+# to average to the guide's quoted means, runs on every clone, so nothing here skips.
+DUMPS = [("guide-fixture", GUIDE, (32, 4, 128, GUIDE_QUOTED))] + (
+    # The guide quotes E +0.85, A +0.48, C +0.51, O -0.04, N +0.03. debug32 itself gives
     # E +0.79, A +0.47, C +0.62, O -0.02, N -0.02 (per-agent means, and per message alike):
     # same signs and ordering of magnitude, C is 0.11 off. Pin the data, bound the guide.
-    guide = {"E": 0.85, "A": 0.48, "C": 0.51, "O": -0.04, "N": 0.03}
-    data = {"E": 0.792, "A": 0.467, "C": 0.618, "O": -0.019, "N": -0.017}
-    for t in guide:
+    [("debug32", DEBUG32, (32, 200, 5944, {"E": 0.792, "A": 0.467, "C": 0.618, "O": -0.019,
+                                            "N": -0.017}))] if DEBUG32.is_dir() else [])
+
+
+@pytest.mark.parametrize("name,dump,expected", DUMPS, ids=[d[0] for d in DUMPS])
+def test_guide_run_matches_the_guide(name, dump, expected, tmp_path):
+    agents, ticks, actions, data = expected
+    path = import_legacy(dump, tmp_path, run_id=name)
+    s = analyze_run(path)
+    assert s["counts"]["agents"] == agents and s["counts"]["ticks"] == ticks
+    assert s["steering"]["presence"]["nonzero_share"] == 1.0  # "100% ... non-zero steering"
+    assert s["steering"]["presence"]["agents_steered"] == agents
+    means = {r["trait"]: r["logged_mean"] for r in s["steering"]["traits"]}
+    for t in GUIDE_QUOTED:
         assert means[t] == pytest.approx(data[t], abs=0.002)
-        assert abs(means[t] - guide[t]) < 0.15
-    assert s["counts"]["actions"] == 5944 and s["success"]["overall_rate"] == 1.0
+        assert abs(means[t] - GUIDE_QUOTED[t]) < 0.15
+    assert s["counts"]["actions"] == actions and s["success"]["overall_rate"] == 1.0

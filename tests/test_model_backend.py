@@ -106,16 +106,33 @@ def test_per_row_limits_and_action_line_stop(backend, decoding):
 
 @pytest.mark.model
 def test_repetition_penalty_scope(backend, decoding):
-    """inference.penalize_prompt_tokens: the penalty counts the prompt's tokens only when on
-    (greedy, so only the penalty's history can change the tokens)."""
+    """inference.penalize_prompt_tokens: with it on, the penalty counts the prompt's words,
+    so the replies reuse fewer of them (greedy, so only the penalty's history can change
+    the tokens); off, the prompt's words are as free as any other."""
     decoding.inference.temperature = 0.0
     decoding.inference.repetition_penalty = 1.5
-    reqs = _requests(max_new=16)
+    words = "lantern harbour lantern harbour"
+    reqs = [GenerationRequest(f"p{i}", "You repeat what you are told.", u, {}, 16, seed=40 + i,
+                              kind="reflection")
+            for i, u in enumerate([f"Say these words back: {words}.",
+                                   f"Repeat after me: {words}.",
+                                   "The lantern is by the harbour. Where is the lantern?"])]
+    tok = backend.tokenizer
+
+    def reused(results) -> int:
+        """Reply tokens that are tokens of the request's own prompt (system and user)."""
+        n = 0
+        for req, res in zip(reqs, results, strict=True):
+            prompt = set(tok(f"{req.system} {req.user}", add_special_tokens=False)["input_ids"])
+            n += sum(t in prompt for t in tok(res.text, add_special_tokens=False)["input_ids"])
+        return n
+
     decoding.inference.penalize_prompt_tokens = False
     reply_only = backend.generate_batch(reqs)
     decoding.inference.penalize_prompt_tokens = True
     with_prompt = backend.generate_batch(reqs)
-    assert [a.text for a in reply_only] != [b.text for b in with_prompt]
+    assert reused(with_prompt) < reused(reply_only), (
+        [r.text for r in reply_only], [r.text for r in with_prompt])
 
 
 @pytest.mark.model

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from steertown.agents import prompts
-from steertown.agents.profile import sample_population
 from steertown.config import TRAITS, ConfigError
 from steertown.config_loading import load_config
 from steertown.inference.embedder import HashingEmbedder
@@ -21,6 +20,7 @@ from steertown.steering import persona_text
 from steertown.steering.hooks import SteeringHooks
 from steertown.steering.modes import placebo_seed, steering_record
 from steertown.steering.vectors import TraitVectors
+from steertown.world.residents import sample_population
 
 
 def mock_cfg(**over):

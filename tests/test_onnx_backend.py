@@ -15,7 +15,7 @@ from test_model_backend import ROWS
 from test_resume import assert_same_run, kill_at_random, run_driver, write_config
 
 from steertown.inference.backend import GenerationRequest
-from steertown.inference.residual import right_pad
+from steertown.residual import right_pad
 from tests.model_fixtures import shared_backend
 
 pytestmark = pytest.mark.model

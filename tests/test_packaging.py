@@ -66,9 +66,39 @@ def test_wheel_has_package_data_and_the_command(wheel):
 def test_wheel_declares_what_the_library_imports(wheel):
     meta_name = next(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith("METADATA"))
     meta = Parser().parsestr(zipfile.ZipFile(wheel).read(meta_name).decode())
-    declared = {r.split(";")[0].split("[")[0].split("=")[0].split(">")[0].split("<")[0]
-                .strip().lower().replace("_", "-") for r in meta.get_all("Requires-Dist")
-                if "extra ==" not in r}
-    missing = sorted(n for n in _imports() - OPTIONAL
+    from steertown.extras import EXTRAS
+
+    def dist(req: str) -> str:
+        return (req.split(";")[0].split("[")[0].split("=")[0].split(">")[0].split("<")[0]
+                .strip().lower().replace("_", "-"))
+
+    reqs = meta.get_all("Requires-Dist")
+    declared = {dist(r) for r in reqs if "extra ==" not in r}
+    optional = {m for mods in EXTRAS.values() for m in mods}
+    missing = sorted(n for n in _imports() - OPTIONAL - optional
                      if DIST.get(n, n).lower().replace("_", "-") not in declared)
     assert not missing, f"imported by src/steertown but not in pyproject dependencies: {missing}"
+    for extra, modules in EXTRAS.items():  # each extra's modules are what the extra installs
+        in_extra = {dist(r) for r in reqs if f'extra == "{extra}"' in r}
+        assert {DIST.get(m, m).replace("_", "-") for m in modules} <= in_extra, extra
+        assert not in_extra & declared, f"{extra}: also a plain dependency"
+
+
+def test_without_the_onnx_extra_auto_runs_on_torch_and_says_why(monkeypatch):
+    """A plain `pip install steertown` (no onnx extra): `model.backend: auto` resolves to
+    torch with the reason and what to install; an explicit onnx is refused in one line."""
+    from steertown.config import ConfigError
+    from steertown.config_loading import load_config
+    from steertown.extras import missing_modules
+    from steertown.inference.choice import check_backend_available
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    assert "onnxruntime" in missing_modules("onnx")
+    cfg = load_config({"model": {"name": "smollm2", "backend": "auto", "device": "cpu"}})
+    assert cfg.model.backend == "torch"
+    why = cfg.resolved["model.backend"]
+    assert "onnxruntime does not import" in why and "pip install 'steertown[onnx]'" in why
+    explicit = load_config({"model": {"name": "smollm2", "backend": "onnx", "device": "cpu"}})
+    with pytest.raises(ConfigError, match=r"steertown\[onnx\]") as e:
+        check_backend_available(explicit)
+    assert "\n" not in str(e.value)

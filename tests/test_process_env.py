@@ -28,7 +28,7 @@ def _clean_env() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("entry", ["steertown.cli", "steertown.tracking", "flows.pipeline",
-                                   "flows.study"])
+                                   "flows.study_flow"])
 def test_mlflow_telemetry_is_off_in_every_entry_point(entry):
     r = subprocess.run([sys.executable, "-c", PROBE.format(entry=entry)], env=_clean_env(),
                        capture_output=True, text=True, timeout=180, cwd=ROOT)

@@ -41,7 +41,8 @@ def test_short_fast_arm_on_smollm2(tmp_path):
     assert len([x for x in msgs if x["kind"] == "action"]) == len(acts) > 0
     assert all(x["content"].strip() for x in msgs)
     assert all(a["parsed"] for a in acts)  # constrained options: every reply is an action
-    assert {a["action_type"] for a in acts} <= {"MOVE", "TALK", "WORK", "REST"}
+    assert {a["action_type"] for a in acts} <= {"MOVE", "TALK", "WORK", "REST", "HELP",
+                                                "INVITE", "ACCEPT"}  # the world's actions
     for x in msgs:
         for t in TRAITS:
             assert x[f"alpha_{t}"] == pytest.approx(agents[x["agent_id"]][t])

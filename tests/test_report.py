@@ -112,3 +112,23 @@ def test_browser_check_sees_console_errors(page, tmp_path):
         "</main>", "</main><script>undefinedFunction();</script>"))
     _, console = render(broken, tmp_path / "profile")
     assert any("Uncaught ReferenceError" in c for c in console)
+
+
+def test_report_draws_the_dose_response_curves(tmp_path):
+    import json
+
+    from steertown.analysis.dose_chart import dose_rows
+
+    run = build_run(tmp_path / "storage", verification=VERIFICATION)
+    curve = {"-1.0": -0.4, "0.0": 0.1, "1.0": 0.7}
+    sweep = {"control_coef": 1.0, "traits": {
+        "E": {"margin": {"curve": curve}, "random_slopes": [0.05, -0.02]}}}
+    (run / "verification" / "model_checks.json").write_text(json.dumps({"sweep": sweep}))
+    page = write_report(run, tmp_path / "reports")
+    assert (page.parent / "dose_response.png").stat().st_size > 2000
+    assert "Dose-response: trait vector" in page.read_text()
+    rows = dose_rows(sweep)
+    trait = [(r["coefficient"], r["score"]) for r in rows if r["direction"] == "trait"]
+    assert trait == [(-1.0, -0.4), (0.0, 0.1), (1.0, 0.7)]  # the measured curve, in order
+    rand = [r["score"] for r in rows if r["direction"] == "random 1"]
+    assert rand == pytest.approx([0.05, 0.1, 0.15])  # slope 0.05 through the value at 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steertown.inference.residual import (
+from steertown.residual import (
     added,
     captured,
     chat_ids,

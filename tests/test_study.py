@@ -49,7 +49,7 @@ def _hydra_multirun_configs(monkeypatch, tmp_path, argv: list[str]) -> list[dict
     recorder, so only Hydra's composition is exercised)."""
     captured: list[dict] = []
     fake = types.ModuleType("flows.pipeline")
-    fake.run_flow = lambda config, overrides=None: captured.append(config)
+    fake.run_flow = lambda config, overrides=None, sweep=None: captured.append(config)
     monkeypatch.setitem(sys.modules, "flows.pipeline", fake)
     monkeypatch.setattr(sys, "argv", ["flows/run.py", *argv,
                                       f"hydra.sweep.dir={tmp_path / 'multirun'}",
@@ -99,7 +99,7 @@ def test_compose_errors_are_one_line():
 def test_cli_user_errors_exit_2(tmp_path):
     env = _isolated_env(tmp_path)
     cases = [
-        ([ROOT / "flows/study.py", "--arms", "fast", "--seeds", "1", *sum(
+        ([ROOT / "flows/study.py", "--arms", "fast", "--seeds", "1", "--workers", "2", *sum(
             (["--override", o] for o in _tiny(tmp_path)), [])], "PREFECT_API_URL is not set"),
         ([ROOT / "flows/study.py", "--arms", "fast", "--seeds", "1", "--override", "stepz=1"],
          "stepz: unknown key"),
@@ -119,7 +119,7 @@ def test_cli_user_errors_exit_2(tmp_path):
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory):
     """A real `prefect server start` on a free 127.0.0.1 port with its own home and database."""
-    from flows.study import prefect_server
+    from flows.prefect_server import prefect_server
 
     tmp = tmp_path_factory.mktemp("prefect-server")
     env = {"PREFECT_HOME": str(tmp / "home"),
@@ -259,7 +259,7 @@ def test_gpu_cluster_pins_one_gpu_per_worker():
     """`--gpus N`: each Dask worker process sees only its own GPU (no GPU needed to check)."""
     from distributed import Client
 
-    from flows.study import gpu_cluster
+    from flows.dask_cluster import gpu_cluster
 
     with gpu_cluster(2) as cluster, Client(cluster) as client:
         client.wait_for_workers(2, timeout=60)

@@ -133,3 +133,38 @@ def test_history_advances_in_order_and_round_trips():
 def test_usable_share():
     assert tq.usable_share(["ok", "none", "repeat", "ok", "garbage"]) == 0.5
     assert tq.usable_share(["none"]) is None
+
+
+@pytest.mark.model
+@pytest.mark.xfail(strict=True, reason=(
+    "measured 2026-12-02: the real MiniLM labels the off-topic photosynthesis Talk line in "
+    "the picnic situation 'ok' (index 2), so RELATED_MIN['minilm'] admits it; open finding "
+    "(issue 22); strict, so a fix makes this marker fail and go"))
+def test_relatedness_threshold_with_the_real_minilm():
+    """RELATED_MIN["minilm"] with the real all-MiniLM-L6-v2 (offline package): the default
+    model's lines that fit their situation are kept, off-topic ones are `unrelated`."""
+    from steertown.inference import get_embedder
+
+    emb = get_embedder("minilm")
+    assert emb.name == "minilm" and type(emb).__name__ != "TopicEmbedder"
+    garden = tq.situation_text("park", "a green park with a community garden",
+                               "tend the community garden", "find volunteers for the "
+                               "community garden", "")
+    picnic = tq.situation_text("town_square", "the open square at the centre of town",
+                               "sweep the square", "organise a town picnic next weekend",
+                               "Cleo: Would you help me plan the picnic?")
+    cases = [  # (action, line, situation, expected): the default model's lines (docs/text_quality)
+        ("WORK", "I take care of the local community garden.", garden, "ok"),
+        ("TALK", "I'm ready to help with your town picnic, I think it's going to be a "
+         "fantastic idea for me.", picnic, "ok"),
+        ("TALK", "Photosynthesis converts light energy into chemical energy in chloroplasts.",
+         picnic, "unrelated"),
+        ("WORK", "The quarterly tax filing deadline for corporations falls in April.", garden,
+         "unrelated"),
+    ]
+    lab = tq.QualityLabeler(emb)
+    rows = [{} for _ in cases]
+    for i, (row, (action, line, situation, _)) in enumerate(zip(rows, cases, strict=True)):
+        lab.submit(row, f"a{i}", action, line, situation, [])
+    lab.flush()
+    assert [r["quality"] for r in rows] == [c[3] for c in cases]

@@ -9,7 +9,8 @@ import pytest
 from mlflow import MlflowClient
 from synthetic_run import build_run
 
-from steertown.analysis.compare import compare_runs, mean_ci
+from steertown.analysis.compare import compare_runs
+from steertown.analysis.intervals import mean_ci
 from steertown.analysis.summary import analyze_run, key_metrics
 from steertown.cli import main
 from steertown.config import ConfigError
@@ -51,7 +52,8 @@ def test_run_params_metrics_artifacts(store, tmp_path):
     r = client.get_run(mlflow_id)
     assert r.info.status == "FINISHED"
     tags = r.data.tags
-    assert (tags["run_id"], tags["arm"], tags["git_sha"], tags["model"], tags["extra"]) == (
+    assert (tags["run_id"], tags["arm"], tags["mlflow.source.git.commit"], tags["model"],
+            tags["extra"]) == (
         "tracked", "fast", "abc123", "mock", "yes")
     assert tags["config_hash"] == RunDir(run).read_manifest()["config_hash"]
     p = r.data.params

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from steertown.config import VerificationConfig
+from steertown.stats import dose_fit, spearman
 from steertown.storage.run_dir import RunDir, atomic_write_parquet
 from steertown.verification.dose_response import SweepResult, TraitSweep, sweep_coefficients
 from steertown.verification.model_checks import control_checks, dose_checks
-from steertown.verification.stats import dose_fit, spearman
 from steertown.verification.verdict import verify_run
 from tests.synthetic_run import build_run
 
@@ -39,6 +39,47 @@ def _set_alphas(value):
 
 def _by_name(report):
     return {c["name"]: c for c in report["checks"]}
+
+
+@pytest.mark.parametrize("key,value", [("min_changed", 0.01), ("min_margin_slope", 0.0),
+                                       ("min_vs_random", 0.5), ("replay_tolerance", 10.0),
+                                       ("max_ppl_ratio", 9.0)])
+def test_a_run_cannot_loosen_a_verdict_threshold(key, value):
+    from steertown.config import ConfigError
+    from steertown.config_loading import load_config
+
+    with pytest.raises(ConfigError, match=f"verification.{key}: .* loosens the project "
+                                          "threshold") as e:
+        load_config({"verification": {key: value}}, new_run=True)
+    assert "\n" not in str(e.value)
+    # A recorded config (an old or edited manifest) still loads, floored.
+    assert getattr(load_config({"verification": {key: value}}).verification, key) == \
+        getattr(VerificationConfig(), key)
+    tighter = 2 * getattr(VerificationConfig(), key) if key.startswith("min") else \
+        getattr(VerificationConfig(), key) / 2
+    assert getattr(load_config({"verification": {key: tighter}}, new_run=True).verification,
+                   key) == tighter
+
+
+def test_verify_floors_thresholds_it_is_given():
+    from steertown.config_loading import floored
+
+    loose = VerificationConfig(min_changed=0.0, replay_tolerance=5.0, min_dose_rho=0.99)
+    f = floored(loose)
+    assert (f.min_changed, f.replay_tolerance, f.min_dose_rho) == (0.05, 1e-3, 0.99)
+
+
+def test_quick_is_a_quick_look_not_a_verdict(tmp_path, capsys):
+    from steertown.cli import main as cli
+
+    run = build_run(tmp_path)
+    assert cli(["verify", str(run), "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "quick look, not a verdict" in out
+    assert "PASS" not in out.splitlines()[-1] and "FAIL" not in out.splitlines()[-1]
+    report = json.loads((run / "verification" / "report.json").read_text())
+    assert report["verdict"] == "QUICK LOOK" and report["quick"] is True
+    assert "Quick look, not a verdict" in (run / "verification" / "report.md").read_text()
 
 
 def test_logged_checks_pass_on_a_steered_run(tmp_path):
@@ -91,7 +132,7 @@ def test_verification_config_rejects_vacuous_controls():
         with pytest.raises(ConfigError, match=f"verification.{key}"):
             load_config({"verification": {key: 0}})
     v = VerificationConfig()
-    assert v.random_directions >= 8 and v.min_margin_slope > 0
+    assert v.random_directions >= 4 and v.min_margin_slope > 0
 
 
 def test_verify_refuses_a_backend_that_does_not_match_the_manifest(tmp_path):
@@ -264,6 +305,11 @@ def test_dose_response_direction_on_the_real_model(backend):
 
 
 @pytest.mark.model
+@pytest.mark.xfail(strict=True, reason=(
+    "measured 2026-12-02 on the merged verdict: at this small budget (1 random direction, "
+    "3 coefficients) dose.margin.C fails on the real model (2 items; A and C with 4 items), "
+    "so the run reads FAIL, not NOT VERIFIED; open in issue 19. strict: passing again "
+    "fails this marker, so the finding cannot go stale"))
 def test_verify_run_with_the_model_small_budget(tmp_path, backend):
     run = build_run(tmp_path)
     RunDir(run).update_manifest(model=backend.describe())  # as the flow records it
@@ -279,7 +325,8 @@ def test_verify_run_with_the_model_small_budget(tmp_path, backend):
     # The synthetic run logged no decisions: the required in-situ check cannot run, so
     # the run is NOT VERIFIED (never PASS) even if everything else passed.
     assert checks["decisions"]["passed"] is None and checks["decisions"]["required"]
-    assert report["verdict"] in ("NOT VERIFIED", "FAIL")
+    failed = [n for n, c in checks.items() if c["required"] and c["passed"] is False]
+    assert report["verdict"] == "NOT VERIFIED" and failed == [], failed
     assert "text.E" in checks and "text.agreement" in checks  # the MiniLM measure ran
     assert checks["dose.margin.E"]["data"]["slope"] > 0
     for line in (run / "verification" / "report.md").read_text().splitlines():

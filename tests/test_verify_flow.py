@@ -1,5 +1,8 @@
 """The flow's verify stage on the real model: a short fast-arm run through flows/run.py with
-the model checks on (small budget), and the verdict it reaches."""
+the model checks on (small budget), and the verdict it must reach. The run is steered at
+`steering.strength=0.01` (everything delivered, exactly, but too weakly to change what the
+agents decide), so the right verdict is known: FAIL, for `decisions.changed` below the
+minimum effect, with the delivery checks passing."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ def test_flow_verify_stage_reaches_a_verdict_from_the_model_checks(tmp_path):
     r = subprocess.run(
         [sys.executable, str(ROOT / "flows" / "run.py"), "+arm=fast", "population=4", "steps=2",
          "max_events_per_tick=4", "run_id=verified", "model.num_threads=1",
+         "steering.strength=0.01",
          "model.dtype=float32", "memory.embedder=hashing", *BUDGET,
          f"storage_dir={tmp_path / 'dumps'}", f"reports_dir={tmp_path / 'reports'}",
          f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "color=false",
@@ -37,19 +41,15 @@ def test_flow_verify_stage_reaches_a_verdict_from_the_model_checks(tmp_path):
     run = RunDir(tmp_path / "dumps" / "verified")
     report = json.loads((run.path / "verification" / "report.json").read_text())
     checks = {c["name"]: c for c in report["checks"]}
-    # The model checks ran in the flow (not skipped): the verdict is PASS or FAIL.
-    assert report["verdict"] in ("PASS", "FAIL"), out[-3000:]
+    # The model checks ran in the flow (not skipped), and reached the right verdict.
+    assert report["verdict"] == "FAIL", out[-3000:]
     assert f"Steering verification: {report['verdict']}" in out
+    assert "verify: decisions in situ" in out  # the stage's progress lines, with ETA
     for name in ("logged.present", "logged.variation", "logged.diversity",
                  "mechanistic.residual", "mechanistic.batch", "decisions.replay"):
         assert checks[name]["passed"] is True, (name, checks[name]["figure"])
     assert checks["decisions.replay"]["data"]["max_abs_diff"] < 1e-3  # float32: exact
-    for t in "EACON":
-        assert checks[f"decisions.{t}"]["required"]
-        assert checks[f"decisions.{t}"]["data"]["agents"] >= 3  # agents that acted
-    failed = [n for n, c in checks.items() if c["required"] and c["passed"] is False]
-    assert (report["verdict"] == "FAIL") == bool(failed)
-    # Four agents cannot carry the across-agent statistics: whatever fails is one of them.
-    assert all(n.startswith(("decisions.", "dose.margin.")) for n in failed), failed
+    changed = checks["decisions.changed"]
+    assert changed["passed"] is False and "too little" in changed["figure"], changed["figure"]
     assert "decisions" in json.loads((run.path / "verification" / "model_checks.json")
                                      .read_text())

@@ -6,7 +6,6 @@ import math
 
 import pytest
 
-from steertown.agents.profile import GOALS, Agent
 from steertown.agents.prompts import WORK_OPTION, action_options, action_prompt
 from steertown.config_loading import load_config
 from steertown.inference.embedder import HashingEmbedder
@@ -16,6 +15,7 @@ from steertown.world import economy
 from steertown.world.actions import parse_action
 from steertown.world.goals import GOAL_SPECS, update_goal
 from steertown.world.metrics import adjacency, clustering, degree_centralisation, density, gini
+from steertown.world.residents import GOALS, Agent
 from steertown.world.rules import Rules
 from steertown.world.social import FRIEND_THRESHOLD, TIE_GAIN, Ties
 from steertown.world.town import Town
@@ -104,14 +104,15 @@ def test_an_invitation_lapses_at_the_invitees_next_decision():
     assert agents[1].invite == {} and "Accept invite" not in action_options(agents[1], town, [])
 
 
-def test_talk_spreads_news_to_the_addressee_and_opens_a_reply():
+def test_talk_spreads_news_to_everyone_who_hears_it_and_opens_a_reply():
     agents, ties, rules, town = world()
     a, b, c = agents
     a.news_from, a.news_tick = "seed", 0
     out = act(rules, town, a, "Talk Ben: did you hear?", [b.agent_id, c.agent_id], tick=4)
     assert out.success and out.reply_by == b.agent_id
-    assert (b.news_from, b.news_tick) == (a.agent_id, 4) and not c.knows_news
-    assert [i["type"] for i in out.interactions] == ["TALK", "NEWS"]
+    assert (b.news_from, b.news_tick) == (a.agent_id, 4)
+    assert (c.news_from, c.news_tick) == (a.agent_id, 4)  # the witness heard it too
+    assert [i["type"] for i in out.interactions] == ["TALK", "NEWS", "NEWS"]
     assert ties.weight(a.agent_id, b.agent_id) == TIE_GAIN["TALK"]
     assert a.energy == economy.MAX_ENERGY - 1
     heard = {m[0] for m in out.memories}
@@ -120,21 +121,91 @@ def test_talk_spreads_news_to_the_addressee_and_opens_a_reply():
 
 def test_goals_progress_and_completion_tick():
     agents, ties, _, _ = world()
-    earner = agent(0, goal=1)  # earn 15
+    earner = agent(0, goal=1)  # earn 10
     earner.earned = 9
-    assert update_goal(earner, ties, 3) == pytest.approx(0.6) and earner.goal_done_tick == 0
-    earner.earned = 15
+    assert update_goal(earner, ties, 3) == pytest.approx(0.9) and earner.goal_done_tick == 0
+    earner.earned = 10
     assert update_goal(earner, ties, 5) == 1.0 and earner.goal_done_tick == 5
     update_goal(earner, ties, 6)
     assert earner.goal_done_tick == 5  # the first tick it was met
-    friendly = agent(1, goal=2)  # befriend 3
-    for other in ("x", "y"):
-        for _ in range(math.ceil(FRIEND_THRESHOLD / TIE_GAIN["TALK"])):
-            ties.strengthen(friendly.agent_id, other, "TALK")
-    assert update_goal(friendly, ties, 2) == pytest.approx(2 / 3)
-    explorer = agent(2, goal=6)
-    explorer.visited = ["park", "cafe", "library"]
-    assert update_goal(explorer, ties, 2) == pytest.approx(3 / 6)
+    friendly = agent(1, goal=2)  # befriend 2
+    for _ in range(math.ceil(FRIEND_THRESHOLD / TIE_GAIN["TALK"])):
+        ties.strengthen(friendly.agent_id, "x", "TALK")
+    assert update_goal(friendly, ties, 2) == pytest.approx(1 / 2)
+    explorer = agent(2, goal=6)  # visit 3
+    explorer.visited = ["park", "cafe"]
+    assert update_goal(explorer, ties, 2) == pytest.approx(2 / 3)
+
+
+def test_goals_are_sized_for_a_study_run():
+    """40 ticks give an agent about 15 turns: each target must be reachable in a few."""
+    sizes = {(g.kind, g.target) for g in GOAL_SPECS.values()}
+    assert sizes == {("gather", 2), ("earn", 10), ("befriend", 2), ("explore", 3)}
+
+
+def test_a_talk_and_its_reply_make_a_friendship():
+    ties = Ties()
+    ties.strengthen("a", "b", "TALK")
+    assert ties.friends("a") == 0
+    ties.strengthen("b", "a", "TALK")  # the reply
+    assert ties.friends("a") == ties.friends("b") == 1
+
+
+def test_idle_agents_recover_energy_between_ticks():
+    agents, _, rules, _ = world()
+    for a in agents:
+        a.energy = 3
+    agents[0].energy = economy.MAX_ENERGY
+    rules.end_tick({agents[1].agent_id})  # agents[1] took a turn this tick
+    assert [a.energy for a in agents] == [economy.MAX_ENERGY, 3, 4]
+    # In the engine: whoever took no turn in a tick ends it with one more energy.
+    sim = mock_sim(population=16)
+    for a in sim.agents:
+        a.energy = 5
+    r = sim.run_tick(1)
+    acted = {x["agent_id"] for x in r.actions}
+    idle = [s["energy"] for s in r.agent_state if s["agent_id"] not in acted]
+    assert idle and idle == [6] * len(idle)
+
+
+def test_homes_have_no_job():
+    agents, _, rules, town = world(location="home_0")
+    a = agents[0]
+    assert WORK_OPTION not in action_options(a, town, [])
+    assert "job" not in action_prompt(a, town, [], [], [], 1)
+    out = act(rules, town, a, "Work: I tidy up", [])
+    assert not out.success and out.reason == "no job here" and a.coins == economy.START_COINS
+
+
+def test_an_invitation_is_answered_at_once_with_accept_offered():
+    agents, _, rules, town = world(location="town_square")
+    host, guest = agents[0], agents[1]
+    out = act(rules, town, host, "Invite Ben to park", [guest.agent_id])
+    assert out.success and out.reply_by == guest.agent_id
+    # The reply turn answers the invitation: accept or talk back to the inviter (or rest
+    # when too tired to talk).
+    assert action_options(guest, town, ["Ada"], inviter="Ada") == ("Accept invite", "Talk Ada:")
+    guest.energy = 0
+    assert action_options(guest, town, ["Ada"], inviter="Ada") == ("Accept invite", "Rest")
+
+
+def test_an_invitation_opens_a_reply_turn_in_the_engine():
+    sim = mock_sim(population=16, steering={"coefficients": {"A": 0.9, "E": 0.9},
+                                             "spread": 0.0})
+    answered = 0
+    for t in range(1, 21):
+        r = sim.run_tick(t)
+        invites = {(i["actor"], i["target"], i["event_id"]) for i in r.interactions
+                   if i["type"] == "INVITE"}
+        for host, guest, ev in invites:
+            turn = [e for e in r.encounters if e.actor == guest and e.answering == host
+                    and e.event_id > ev]
+            if turn:  # within the tick's budget: the guest's options are the answer's
+                answered += 1
+                d = next(d for d in r.decisions if d["event_id"] == turn[0].event_id)
+                assert d["options"][0] == "Accept invite" and turn[0].line == ""
+                assert "said to you" not in d["user"]
+    assert answered >= 3
 
 
 def test_network_metrics_on_known_graphs():
@@ -172,6 +243,8 @@ def test_replies_quote_the_line_answered_and_stay_within_the_tick_budget():
                 enc = next(e for e in r.encounters if e.event_id == i["event_id"])
                 assert enc.actor == i["actor"] and enc.answering == i["target"]
                 prompt = next(d["user"] for d in r.decisions if d["event_id"] == i["event_id"])
+                if not enc.line:  # answering an invitation: nothing was said
+                    continue
                 assert f'said to you: "{enc.line}"' in prompt
                 # Answering a line said this tick, or carried over from the last one.
                 assert (i["target"], i["actor"]) in said | prev_said
@@ -235,3 +308,27 @@ def test_options_follow_energy_and_company():
                    action_options(a, town, ["Ben"]))
     assert "The job here is to tend the community garden (2 coins)" in action_prompt(
         a, town, [], [], [], 1)
+
+
+def test_prompts_name_every_social_move_without_trait_words():
+    from steertown.agents.prompts import persona
+
+    _, _, _, town = world()
+    a = agent(0, location="park")  # goal: the picnic, gathering at the park
+    system = persona(a)
+    assert "Invite Ben to park" in system and "Help Ben" in system  # the format example
+    assert "(get 2 people to park)" in system  # the goal's measurable target
+    assert ("Do you talk to Ben or Cleo, invite Ben or Cleo to park, or do something else?"
+            in action_prompt(a, town, ["Ben", "Cleo"], [], [], 1))
+    a.energy = 0  # inviting is not possible, so not named
+    assert "invite" not in action_prompt(a, town, ["Ben"], [], [], 1)
+    a.invite = {"from": "agent-001", "place": "park", "tick": 1}
+    assert "Do you accept Ben's invitation" in action_prompt(a, town, ["Ben"], [], [], 2, "Ben")
+    # Personality enters through steering only: no trait word of prompt mode in any of it.
+    from steertown.steering.persona_text import POLES
+
+    words = {w.strip() for pair in POLES.values() for side in pair
+             for w in side.replace(" and ", ",").split(",")}
+    text = " ".join([system, action_prompt(a, town, ["Ben"], [], [], 2, "Ben"),
+                     action_prompt(agent(1), town, ["Ada"], [], [], 2)]).lower()
+    assert not [w for w in words if f" {w} " in f" {text} "]

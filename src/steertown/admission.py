@@ -42,9 +42,11 @@ def admit_run(config: dict[str, Any]) -> Admission:
 
     cfg = load_config(config)
     if cfg.model.name != "mock":
+        from steertown.inference.choice import check_backend_available
         from steertown.inference.model_loading import check_model_config
 
         check_model_config(cfg)
+        check_backend_available(cfg)
     run, manifest = check_run(cfg)
     RunLock(run.path).check()
     return Admission(cfg, run, manifest)

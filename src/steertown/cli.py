@@ -14,9 +14,23 @@ from steertown.admission import USER_ERRORS
 from steertown.cli_commands import COMMANDS
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject's), or the package's own when run
+    from a source tree that was never installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("steertown")
+    except PackageNotFoundError:
+        from steertown import __version__
+
+        return __version__
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` (default: sys.argv), run the subcommand, return its exit code."""
     parser = argparse.ArgumentParser(prog="steertown", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     by_name = {}
     for cmd in COMMANDS:

@@ -118,9 +118,27 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
                    help="only the first N message files (default: all)")
     p.add_argument("--no-model", action="store_true",
                    help="logged checks only: do not load the run's model")
+    p.add_argument("--budget", choices=("default", "run"), default="default",
+                   help="default (the default): this version's default budget (decisions "
+                        "re-scored, items, random directions) with the run's thresholds; "
+                        "run: the budget recorded in the run's manifest")
     p.add_argument("--quick", action="store_true",
                    help="small model-check budget (4 items, 5 coefficients, 2 random "
-                        "directions, no cross-trait matrix, 1 decision per agent up to 32)")
+                        "directions, no cross-trait matrix, 1 decision per agent up to 32): "
+                        "a quick look, not a verdict")
+
+
+def default_budget(recorded):
+    """This version's default verification budget, with the run's recorded thresholds
+    (already floored at the project's, so only ever tighter)."""
+    from dataclasses import fields, replace
+
+    from steertown.config import VerificationConfig
+    from steertown.config_loading import THRESHOLD_DIRECTIONS
+
+    keep = {f.name: getattr(recorded, f.name) for f in fields(recorded)
+            if f.name in THRESHOLD_DIRECTIONS}
+    return replace(VerificationConfig(), **keep)
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -133,6 +151,8 @@ def _verify(args: argparse.Namespace) -> int:
 
         backend = get_backend(cfg)
     vcfg = None
+    if cfg is not None and args.budget == "default":
+        vcfg = default_budget(cfg.verification)
     if cfg is not None and args.quick:
         from dataclasses import replace
 
@@ -142,11 +162,17 @@ def _verify(args: argparse.Namespace) -> int:
                        messages_per_agent=2, coherence_prompts=1,
                        decision_samples=min(cfg.verification.decision_samples,
                                             max(3, min(cfg.population, 32))))
-    report = verify_run(args.run_dir, args.num_files, backend, vcfg)
+    from steertown.verification.progress import Progress
+
+    report = verify_run(args.run_dir, args.num_files, backend, vcfg, Progress(),
+                        quick=args.quick)
     for c in report["checks"]:
         print(format_line(c))
-    print(f"Steering verification: {report['verdict']}  "
-          f"({args.run_dir / 'verification' / 'report.md'})")
+    where = args.run_dir / "verification" / "report.md"
+    if args.quick:  # a reduced budget: the checks are shown, no verdict is given
+        print(f"Steering verification: quick look, not a verdict  ({where})")
+        return 0
+    print(f"Steering verification: {report['verdict']}  ({where})")
     return 0 if report["verdict"] == "PASS" else 1
 
 

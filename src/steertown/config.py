@@ -112,9 +112,9 @@ class VerificationConfig:
     enabled: bool = True
     model_checks: bool = True  # mechanistic / dose-response checks on the model
     num_files: int = 0  # 0 = all message files
-    items_per_trait: int = 8
-    coefficients: list[float] = field(default_factory=lambda: [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0])
-    random_directions: int = 8  # controls of the same norm (>= 1; the gates compare with them)
+    items_per_trait: int = 4
+    coefficients: list[float] = field(default_factory=lambda: [-2.0, -1.0, 0.0, 1.0, 2.0])
+    random_directions: int = 4  # controls of the same norm (>= 1; the gates compare with them)
     min_rho: float = 0.2  # in-run: Spearman of coefficient vs what agents said
     # Thresholds, justified by measurements in docs/verification.md.
     min_margin_slope: float = 0.1  # 95% CI lower bound of the margin slope must exceed it
@@ -122,16 +122,18 @@ class VerificationConfig:
     min_vs_random: float = 1.0  # trait slope / largest random-direction |slope|
     max_ppl_ratio: float = 3.0  # coherence: steered / unsteered perplexity
     # Budget knobs.
-    likert: bool = True
+    likert: bool = False  # informative checks off by default: verify costs < the run
     likert_items: int = 4
-    control_items: int = 4  # situations per trait for random and cross-trait controls
-    cross_trait: bool = True
+    control_items: int = 2  # situations per trait for random and cross-trait controls
+    cross_trait: bool = False
     messages_per_agent: int = 6
-    coherence_prompts: int = 3
+    coherence_prompts: int = 2
     coherence_tokens: int = 24
     # Decisions in situ: the run's own decisions re-scored (docs/verification.md).
     decision_samples: int = 64  # decisions re-scored, spread over agents and ticks
-    decision_coefficient: float = 1.0  # +-c for each trait's (and random) decision axis
+    decision_coefficient: float = 1.0  # +c: each trait's decision axis (p(+c v) - p(0)) / c
+    decision_random_directions: int = 1  # per decision, random directions of the own norm
+    min_changed: float = 0.05  # decisions.changed: CI of the mean TV must exceed it (floor)
     replay_tolerance: float = 1e-3  # |logged - replayed| log-prob (float32; x50 otherwise)
     text_measure: bool = True  # MiniLM text score per trait (independent of the model)
     seed: int = 0
@@ -207,7 +209,7 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def agent_ids(population: int) -> list[str]:
-    """The agent ids of a town of `population` agents (agents.profile names them so)."""
+    """The agent ids of a town of `population` agents (world.residents names them so)."""
     return [f"agent-{i:03d}" for i in range(population)]
 
 

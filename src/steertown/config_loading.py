@@ -23,6 +23,7 @@ from steertown.config import (
     TRAITS,
     ConfigError,
     RunConfig,
+    VerificationConfig,
     agent_ids,
 )
 
@@ -200,7 +201,41 @@ def validate(cfg: RunConfig) -> RunConfig:
            ver.decision_coefficient)
     _check(ver.replay_tolerance > 0, "verification.replay_tolerance", "a number > 0",
            ver.replay_tolerance)
+    _check(ver.decision_random_directions >= 1, "verification.decision_random_directions",
+           "an integer >= 1", ver.decision_random_directions)
     return cfg
+
+
+# Verdict thresholds: the project defaults are floors. A run may tighten them, never
+# loosen them (a verdict that a run's own config can weaken means nothing). +1: higher is
+# stricter; -1: lower is stricter.
+THRESHOLD_DIRECTIONS = {"min_margin_slope": 1, "min_dose_rho": 1, "min_vs_random": 1,
+                        "min_changed": 1, "min_rho": 1, "max_ppl_ratio": -1,
+                        "replay_tolerance": -1}
+
+
+def loosened_thresholds(ver: Any) -> list[str]:
+    """One-line messages for each threshold of `ver` looser than the project default."""
+    floor = VerificationConfig()
+    out = []
+    for key, sign in THRESHOLD_DIRECTIONS.items():
+        value, default = getattr(ver, key, getattr(floor, key)), getattr(floor, key)
+        if (value - default) * sign < 0:
+            word = "at least" if sign > 0 else "at most"
+            out.append(f"verification.{key}: {value!r} loosens the project threshold "
+                       f"{default!r}; a run may tighten it ({word} {default!r}), never loosen it")
+    return out
+
+
+def floored(ver: Any) -> Any:
+    """`ver` with every threshold at least as strict as the project default (for runs
+    whose manifest predates the floors, or was edited)."""
+    floor = VerificationConfig()
+    changes = {}
+    for key, sign in THRESHOLD_DIRECTIONS.items():
+        value, default = getattr(ver, key, getattr(floor, key)), getattr(floor, key)
+        changes[key] = max(value, default) if sign > 0 else min(value, default)
+    return dataclasses.replace(ver, **changes)
 
 
 def _upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:
@@ -225,11 +260,42 @@ def _upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "steering": st}
 
 
-def load_config(data: dict[str, Any]) -> RunConfig:
+def load_config(data: dict[str, Any], new_run: bool = False) -> RunConfig:
     """Build and validate a RunConfig from a plain (Hydra-resolved) dict; `auto` model
     device/backend/dtype become this machine's values (inference.choice), so they are
-    part of the config hash."""
+    part of the config hash.
+
+    Verdict thresholds looser than the project's: for a `new_run` (the run flow's
+    resolve_config) a one-line ConfigError naming the key; when reading a recorded
+    config (a manifest written before the floors, or edited) they are floored, so no
+    reader ever judges with looser thresholds and old runs still load."""
     from steertown.inference.choice import resolve_model
 
     data = _upgrade_legacy({k: v for k, v in data.items() if k != "hydra"})
-    return resolve_model(validate(_build(RunConfig, data)))
+    cfg = validate(_build(RunConfig, data))
+    loose = loosened_thresholds(cfg.verification)
+    if loose and new_run:
+        raise ConfigError(loose[0])
+    if loose:
+        cfg.verification = floored(cfg.verification)
+    return resolve_model(cfg)
+
+
+def steering_mode(config: dict[str, Any]) -> str:
+    """The steering mode of a (possibly old) config dict, with the schema's default: the one
+    place that reads it. An old `steering.enabled: false` reads as "off", a missing mode
+    as RunConfig's default ("vectors")."""
+    st = _upgrade_legacy({"steering": dict((config or {}).get("steering") or {})})["steering"]
+    return str(st.get("mode", RunConfig().steering.mode))
+
+
+def steering_mode_of_params(params: dict[str, str]) -> str:
+    """The steering mode of an MLflow run from its flattened params (strings), read as
+    `steering_mode` reads a config: `steering.enabled` "False" of an old run is "off"."""
+    st: dict[str, Any] = {}
+    if "steering.mode" in params:
+        st["mode"] = params["steering.mode"]
+    if "steering.enabled" in params:
+        st["enabled"] = {"true": True, "false": False}.get(
+            str(params["steering.enabled"]).lower(), params["steering.enabled"])
+    return steering_mode({"steering": st})

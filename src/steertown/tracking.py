@@ -25,6 +25,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag, ViewType
 
 from steertown.config import flatten
+from steertown.config_loading import steering_mode
 
 # MLflow's documented limit on a param value (6,000 characters): longer values (a long
 # list in the config) are split into key.0, key.1, ... instead of being refused.
@@ -136,10 +137,13 @@ class RunTracker:
         model = manifest.get("model") or (cfg_dict.get("model") or {}).get("name")
         all_tags = {
             "run_id": run_id, "arm": str(manifest.get("arm") or cfg_dict.get("arm")),
-            "config_hash": str(manifest.get("config_hash")), "git_sha": str(manifest.get("git_sha")),
+            "config_hash": str(manifest.get("config_hash")),
+            # MLflow's own tag for the commit: the UI shows it in the run's source column
+            **({"mlflow.source.git.commit": str(manifest["git_sha"])}
+               if manifest.get("git_sha") else {}),
             "model": str(model.get("name") if isinstance(model, dict) else model),
             "seed": str(cfg_dict.get("seed")), "source": str(manifest.get("source", "steertown")),
-            "steering_mode": str((cfg_dict.get("steering") or {}).get("mode", "vectors")),
+            "steering_mode": steering_mode(cfg_dict),
             **fork_tags(manifest),
             # what was typed: the overrides of the latest invocation (a resume may add some)
             "overrides": " ".join(manifest.get("overrides") or []) or "(none)",

@@ -6,9 +6,9 @@ user part carries the tick's situation.
 
 from __future__ import annotations
 
-from steertown.agents.profile import Agent
 from steertown.world import economy
 from steertown.world.goals import spec_of
+from steertown.world.residents import Agent
 from steertown.world.town import Town
 
 ACCEPT_OPTION = "Accept invite"
@@ -24,6 +24,8 @@ ACTION_FORMAT = (
     f"Talk Ben: {EXAMPLE_TALK}\n"
     "Move park\n"
     f"Work: {EXAMPLE_WORK}\n"
+    "Invite Ben to park\n"
+    "Help Ben\n"
     "Rest\n"
     "Say what you say or do yourself, in one short sentence."
 )
@@ -35,14 +37,22 @@ WORK_OPTION = "Work: I"
 def persona(agent: Agent) -> str:
     """The stable system prompt of an agent (no trait adjectives)."""
     return (f"You are {agent.name}, who lives in a small town (home: {agent.home}). "
-            f"Your goal: {agent.goal}.\n{ACTION_FORMAT}")
+            f"Your goal: {agent.goal} ({spec_of(agent).describe()}).\n{ACTION_FORMAT}")
 
 
-def action_options(agent: Agent, town: Town, others: list[str]) -> tuple[str, ...]:
+def action_options(agent: Agent, town: Town, others: list[str], inviter: str = ""
+                   ) -> tuple[str, ...]:
     """The replies the world allows here (the backend constrains the reply's start to them).
 
-    Capitalised keywords are single tokens in SmolLM2's vocabulary.
+    Capitalised keywords are single tokens in SmolLM2's vocabulary. `inviter`: this turn
+    answers that agent's invitation just made, so the answer is to accept it or to talk
+    back to the inviter (declining is said, not slept on: with Rest offered too, 4 of 9
+    invitations were accepted in the pilot, under 1% of actions). Too tired to talk, the
+    invitee can still rest.
     """
+    if inviter and agent.invite:
+        talk = not economy.check_energy(agent, "TALK")
+        return (ACCEPT_OPTION, f"Talk {inviter}:" if talk else "Rest")
     places = town.public_neighbours(agent.location)
     if agent.home in town.neighbours(agent.location):
         places.append(agent.home)
@@ -55,7 +65,8 @@ def action_options(agent: Agent, town: Town, others: list[str]) -> tuple[str, ..
             *(f"Help {o}" for o in able("HELP", others)),
             *(f"Invite {o} to {place}" for o in able("INVITE", others)),
             *((ACCEPT_OPTION,) if agent.invite else ()),
-            *((WORK_OPTION,) if able("WORK", [WORK_OPTION]) else ()), "Rest")
+            *((WORK_OPTION,) if economy.has_job(agent.location)
+              and able("WORK", [WORK_OPTION]) else ()), "Rest")
 
 
 def action_prompt(agent: Agent, town: Town, others: list[str], transcript: list[str],
@@ -70,9 +81,10 @@ def action_prompt(agent: Agent, town: Town, others: list[str], transcript: list[
     # Short on purpose: every token here is paid on every action prompt. Early in the prompt
     # and without the word "Work", which the model otherwise copies (measured: Work's share of
     # the first-token probability 0.81 with a late "Work here:" line, 0.39 like this).
-    lines = [f"Time: tick {tick}. You are at {loc.name}: {loc.description}. The job here is "
-             f"to {loc.work} ({economy.pay_at(loc.name)} coins). You have {agent.coins} coins "
-             f"and energy {agent.energy}/{economy.MAX_ENERGY}."]
+    job = (f" The job here is to {loc.work} ({economy.pay_at(loc.name)} coins)."
+           if economy.has_job(loc.name) else "")
+    lines = [f"Time: tick {tick}. You are at {loc.name}: {loc.description}.{job} You have "
+             f"{agent.coins} coins and energy {agent.energy}/{economy.MAX_ENERGY}."]
     lines.append(f"Here with you: {', '.join(others)}." if others else "You are alone here.")
     if inviter:
         lines.append(f"{inviter} invited you to {agent.invite['place']} ({ACCEPT_OPTION}).")
@@ -86,8 +98,15 @@ def action_prompt(agent: Agent, town: Town, others: list[str], transcript: list[
         lines.append("You remember:\n" + "\n".join(f"- {m}" for m in memories))
     if agent.plan:
         lines.append(f"Your plan: {agent.plan}")
-    lines.append(f"Do you talk to {' or '.join(others)}, or do something else?" if others
-                 else "What do you do now?")
+    # The closing question names the social moves the options offer. "Invite" is two tokens
+    # ("Inv", "ite") where the others are one: unnamed, it was never chosen (pilot, 0 of 144).
+    invite = (f", invite {' or '.join(others)} to {spec_of(agent).place}"
+              if not economy.check_energy(agent, "INVITE") else "")
+    if inviter:
+        lines.append(f"Do you accept {inviter}'s invitation, or do something else?")
+    else:
+        lines.append(f"Do you talk to {' or '.join(others)}{invite}, or do something else?"
+                     if others else "What do you do now?")
     return "\n".join(lines)
 
 

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import csv
 import io
-import math
-import statistics
 from pathlib import Path
 from typing import Any
 
 import altair as alt
-from scipy import stats
 
 from steertown import tracking
+from steertown.analysis import study
 from steertown.analysis.charts import save_png
+from steertown.analysis.intervals import mean_ci
 from steertown.config import ConfigError
+from steertown.config_loading import steering_mode_of_params
 from steertown.storage.run_dir import atomic_write_bytes
 
 # Headline metrics, as logged by the flow (with or without a prefix such as "analysis.").
@@ -45,18 +45,6 @@ def _key_columns(runs: list[dict]) -> dict[str, str]:
     return out
 
 
-def mean_ci(values: list[float]) -> tuple[float | None, float | None, float | None]:
-    """Mean and 95% confidence interval (t-distribution); CI is None for n < 2."""
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    if not vals:
-        return None, None, None
-    m = statistics.fmean(vals)
-    if len(vals) < 2:
-        return m, None, None
-    half = stats.t.ppf(0.975, len(vals) - 1) * statistics.stdev(vals) / math.sqrt(len(vals))
-    return m, m - half, m + half
-
-
 def _csv(rows: list[dict], columns: list[str]) -> bytes:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
@@ -76,12 +64,10 @@ def compare_runs(arms: list[str] | None, run_ids: list[str] | None, tracking_uri
     if not runs:
         what = ", ".join(filter(None, [f"arms {arms}" if arms else "", f"runs {run_ids}" if run_ids else ""]))
         raise ConfigError(f"no tracked runs found in {tracking_uri}" + (f" for {what}" if what else ""))
-    from steertown.analysis import study  # effect sizes when the runs differ in steering mode
-
-    modes = study.modes_of(runs)
+    modes = {steering_mode_of_params(r["params"]) for r in runs}
     if len(modes) > 1:  # one group per arm and mode: seeds are the replicates
         for r in runs:
-            r["arm"] = f"{r['arm']}/{r['params'].get('steering.mode', study.STEERED_MODE)}"
+            r["arm"] = f"{r['arm']}/{steering_mode_of_params(r['params'])}"
     runs.sort(key=lambda r: (str(r["arm"]), str(r["seed"]), r["run_id"]))
     keys = _key_columns(runs)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -62,12 +62,6 @@ def first_divergence(run_a: str | Path, run_b: str | Path) -> tuple[int, str] | 
     return None
 
 
-def _files(run: RunDir, table: str) -> str:
-    files = run.files(table)
-    quoted = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-    return f"read_parquet([{quoted}], union_by_name = true)"
-
-
 def action_differences(con: duckdb.DuckDBPyConnection, a: RunDir, b: RunDir) -> list[dict]:
     """Per tick: actions in each run, differing action pairs and their share."""
     if not a.files("actions") or not b.files("actions"):
@@ -78,8 +72,8 @@ def action_differences(con: duckdb.DuckDBPyConnection, a: RunDir, b: RunDir) -> 
     same = " AND ".join(f"x.{c} IS NOT DISTINCT FROM y.{c}" for c in ACTION_KEY)
     return [dict(zip(("tick", "actions_a", "actions_b", "differing", "share_differing"), r,
                      strict=True)) for r in con.execute(f"""
-        WITH x AS ({ranked.format(cols=cols, src=_files(a, 'actions'))}),
-             y AS ({ranked.format(cols=cols, src=_files(b, 'actions'))})
+        WITH x AS ({ranked.format(cols=cols, src=a.sql_source('actions'))}),
+             y AS ({ranked.format(cols=cols, src=b.sql_source('actions'))})
         SELECT coalesce(x.tick, y.tick) AS tick, count(x.tick) AS actions_a,
                count(y.tick) AS actions_b,
                count(*) FILTER (WHERE x.tick IS NULL OR y.tick IS NULL OR NOT ({same})) AS d,
@@ -95,7 +89,7 @@ def _society_final(con: duckdb.DuckDBPyConnection, run: RunDir) -> dict[str, flo
     cols = [c for c in SOCIETY_METRICS if c in names]
     if not cols:
         return {}
-    row = con.execute(f"SELECT {', '.join(cols)} FROM {_files(run, 'society')} "
+    row = con.execute(f"SELECT {', '.join(cols)} FROM {run.sql_source('society')} "
                       "ORDER BY tick DESC LIMIT 1").fetchone()
     return {f"society.{c}": v for c, v in zip(cols, row or (), strict=False)}
 
@@ -107,7 +101,7 @@ def _agents_final(con: duckdb.DuckDBPyConnection, run: RunDir) -> dict[str, floa
     cols = [c for c in AGENT_OUTCOMES if c in names]
     extra = ", count(goal_done_tick) AS goals_done" if "goal_done_tick" in names else ""
     row = con.execute(f"""
-        WITH last AS (SELECT * FROM {_files(run, 'agent_state')}
+        WITH last AS (SELECT * FROM {run.sql_source('agent_state')}
                       QUALIFY tick = max(tick) OVER ())
         SELECT {', '.join(f'avg({c}) AS {c}' for c in cols)}{extra} FROM last""").fetchone()
     names_out = [f"agents.mean_{c}" for c in cols] + (["agents.goals_done"] if extra else [])
@@ -119,11 +113,11 @@ def _shares(con: duckdb.DuckDBPyConnection, run: RunDir, since: int) -> dict[str
     if run.files("actions"):
         for kind, share in con.execute(f"""
                 SELECT lower(action_type), count(*) / sum(count(*)) OVER ()
-                FROM {_files(run, 'actions')} WHERE tick >= ? GROUP BY 1""", [since]).fetchall():
+                FROM {run.sql_source('actions')} WHERE tick >= ? GROUP BY 1""", [since]).fetchall():
             out[f"actions.share_{kind}" + ("" if since <= 1 else f"_from_t{since}")] = share
     if run.files("interactions"):
         for kind, n in con.execute(f"""SELECT lower(type), count(*) FROM
-                {_files(run, 'interactions')} WHERE tick >= ? GROUP BY 1""", [since]).fetchall():
+                {run.sql_source('interactions')} WHERE tick >= ? GROUP BY 1""", [since]).fetchall():
             out[f"interactions.{kind}" + ("" if since <= 1 else f"_from_t{since}")] = float(n)
     return out
 
@@ -251,7 +245,7 @@ def stored_diffs(run_dir: str | Path) -> list[dict[str, Any]]:
 
 def diff_section(ctx: Any) -> Any:
     """Report section (analysis.report SECTION_BUILDERS): this run's diffs, if any."""
-    from steertown.analysis.report import Section, render_fragment  # report imports this module
+    from steertown.analysis.report_sections import Section, render_fragment
 
     diffs = stored_diffs(ctx.run_dir)
     if not diffs:

@@ -28,28 +28,24 @@ import numpy as np
 import pyarrow as pa
 
 from steertown.config import TRAITS
+from steertown.stats import bootstrap_ci, spearman
 from steertown.storage.run_dir import RunDir
+from steertown.storage.run_tables import source_sql
 from steertown.storage.schema import option_class
-from steertown.verification.stats import bootstrap_ci, spearman
 
 MIN_AGENTS = 3  # fewer agents with a value: no correlation reported
 ID_COLUMNS = ("agent_id", "name", *TRAITS)
-
-
-def _files_sql(files: list[Path]) -> str:
-    quoted = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-    return f"read_parquet([{quoted}], union_by_name = true)"
 
 
 def _class_rates(con: duckdb.DuckDBPyConnection, run: RunDir) -> tuple[dict, str]:
     """{agent_id: {"p_<class>": rate, "decisions": n}} and how the rates were computed."""
     out: dict[str, dict[str, float]] = {}
     decisions = run.files("decisions")
-    if decisions and con.sql(f"SELECT count(*) FROM {_files_sql(decisions)}").fetchall()[0][0]:
+    if decisions and con.sql(f"SELECT count(*) FROM {source_sql(decisions)}").fetchall()[0][0]:
         con.create_function("option_class", option_class, [str], str)
         rows = con.execute(f"""
             WITH d AS (SELECT agent_id, tick, event_id, options, chosen_option
-                       FROM {_files_sql(decisions)}),
+                       FROM {source_sql(decisions)}),
             offered AS (SELECT DISTINCT agent_id, tick, event_id, option_class(o) AS cls
                         FROM (SELECT agent_id, tick, event_id, unnest(options) AS o FROM d)),
             chosen AS (SELECT agent_id, tick, event_id, option_class(chosen_option) AS cls
@@ -59,7 +55,7 @@ def _class_rates(con: duckdb.DuckDBPyConnection, run: RunDir) -> tuple[dict, str
             GROUP BY ALL""").fetchall()
         for agent, cls, offered, chosen in rows:
             out.setdefault(agent, {})[f"p_{cls}"] = chosen / offered
-        for agent, n in con.execute(f"SELECT agent_id, count(*) FROM {_files_sql(decisions)} "
+        for agent, n in con.execute(f"SELECT agent_id, count(*) FROM {source_sql(decisions)} "
                                     "GROUP BY agent_id").fetchall():
             out.setdefault(agent, {})["decisions"] = float(n)
         return out, "conditional"
@@ -69,7 +65,7 @@ def _class_rates(con: duckdb.DuckDBPyConnection, run: RunDir) -> tuple[dict, str
             SELECT agent_id, lower(action_type) AS cls,
                    count(*) / sum(count(*)) OVER (PARTITION BY agent_id) AS share,
                    sum(count(*)) OVER (PARTITION BY agent_id) AS n
-            FROM {_files_sql(actions)} GROUP BY agent_id, lower(action_type)""").fetchall()
+            FROM {source_sql(actions)} GROUP BY agent_id, lower(action_type)""").fetchall()
         for agent, cls, share, n in rows:
             out.setdefault(agent, {}).update({f"p_{cls}": share, "decisions": float(n)})
     return out, "shares"
@@ -81,7 +77,7 @@ def _movement_and_contacts(con: duckdb.DuckDBPyConnection, run: RunDir) -> dict:
     if not actions:
         return {}
     rows = con.execute(f"""
-        WITH a AS (SELECT * FROM {_files_sql(actions)}),
+        WITH a AS (SELECT * FROM {source_sql(actions)}),
         places AS (SELECT agent_id, count(DISTINCT loc) AS n FROM (
                      SELECT agent_id, location AS loc FROM a
                      UNION ALL SELECT agent_id, location_after FROM a) WHERE loc IS NOT NULL
@@ -100,7 +96,7 @@ def _outcomes(con: duckdb.DuckDBPyConnection, run: RunDir) -> dict:
     if not files:
         return {}
     last = con.sql(f"""
-        SELECT * FROM {_files_sql(files)}
+        SELECT * FROM {source_sql(files)}
         QUALIFY row_number() OVER (PARTITION BY agent_id ORDER BY tick DESC) = 1""").to_arrow_table()
     numeric = [f.name for f in last.schema if f.name not in ("tick", "agent_id")
                and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)

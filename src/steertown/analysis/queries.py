@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 from steertown.config import TRAITS
-from steertown.storage import schema
-from steertown.storage.run_dir import RunDir, RunDirError
+from steertown.storage.run_dir import RunDir
+from steertown.storage.run_tables import sql_string
 
 TABLE_NAMES: tuple[str, ...] = ("agents", "actions", "messages", "reflections", "ticks",
                                  "decisions")
@@ -31,52 +30,9 @@ BEHAVIOUR_PAIRS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _schema(table: str) -> pa.Schema:
-    return schema.AGENTS if table == "agents" else schema.TABLES[table]
-
-
-def _sql_str(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
-def _check_columns(con: duckdb.DuckDBPyConnection, table: str, file_list: str,
-                   sch: pa.Schema) -> None:
-    """RunDirError naming the first file that lacks the contract's key columns."""
-    try:
-        found = con.execute(f"SELECT file_name, list(name) FROM parquet_schema({file_list}) "
-                            "GROUP BY file_name ORDER BY file_name").fetchall()
-    except duckdb.Error as e:
-        raise RunDirError(f"{table}: unreadable Parquet ({str(e).splitlines()[0]})") from None
-    # Columns every reader relies on; others may be missing in older files (read as NULL).
-    required = {"agents": {"agent_id"}, "ticks": {"tick"},
-                "actions": {"tick", "agent_id", "action_type", "success"}}.get(
-        table, {"tick", "agent_id"})
-    for name, cols in found:
-        missing = sorted(required - set(cols))
-        if missing:
-            raise RunDirError(f"{name}: not a steertown {table} file "
-                              f"(missing columns: {', '.join(missing)})")
-
-
 def connect(run_dir: Path | str) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with one view per run-directory table."""
-    rd = RunDir(run_dir).require()
-    con = duckdb.connect(":memory:")
-    for table in TABLE_NAMES:
-        sch = _schema(table)
-        files = rd.files(table)
-        if not files:
-            # A registered empty Arrow table keeps the typed columns for the queries.
-            con.register(f"_empty_{table}", sch.empty_table())
-            con.execute(f"CREATE VIEW {table} AS SELECT * FROM _empty_{table}")
-            continue
-        cols = ", ".join(f'"{n}"' for n in sch.names)
-        file_list = "[" + ", ".join(_sql_str(str(f)) for f in files) + "]"
-        _check_columns(con, table, file_list, sch)
-        # union_by_name: files written before a column was added still read (as NULLs).
-        con.execute(f"CREATE VIEW {table} AS SELECT {cols} FROM "
-                    f"read_parquet({file_list}, union_by_name = true)")
-    return con
+    return RunDir(run_dir).connect(TABLE_NAMES)
 
 
 def rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[dict]:
@@ -324,7 +280,7 @@ def behaviour_points(con, pairs: list[tuple[str, str]]) -> list[dict]:
     """(agent, action share, trait value) points for the given (action, trait) pairs."""
     if not pairs:
         return []
-    values = ", ".join(f"({_sql_str(a)}, {_sql_str(t)})" for a, t in pairs)
+    values = ", ".join(f"({sql_string(a)}, {sql_string(t)})" for a, t in pairs)
     return rows(con, f"""
         WITH n AS (SELECT agent_id, count(*) AS total FROM actions GROUP BY agent_id),
         c AS (SELECT agent_id, action_type, count(*) AS k FROM actions GROUP BY ALL),

@@ -17,105 +17,31 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import altair as alt
-import jinja2
 import vl_convert as vlc
 from markupsafe import Markup
 
 from steertown.analysis.charts import build_charts, save_png
 from steertown.analysis.diff import diff_section
+from steertown.analysis.dose_chart import dose_response_charts
+from steertown.analysis.report_sections import (
+    ReportContext,
+    Section,
+    SectionBuilder,
+    columns_of,
+    render_fragment,
+    template_env,
+)
 from steertown.analysis.society import build_society_charts
 from steertown.analysis.summary import analyze_run
 from steertown.config import flatten
+from steertown.config_loading import steering_mode
 from steertown.steering.modes import control_note
 from steertown.storage.run_dir import RunDir, RunDirError, atomic_write_bytes, atomic_write_json
-
-
-@dataclass
-class Section:
-    """One `<section>` of the report: a title, trusted HTML, charts and images."""
-
-    title: str
-    anchor: str
-    html: Markup = field(default_factory=Markup)
-    charts: dict[str, alt.TopLevelMixin] = field(default_factory=dict)  # name -> chart
-    images: list[str] = field(default_factory=list)  # file names in the report folder
-
-
-@dataclass
-class ReportContext:
-    """What a section builder may read: the run, its manifest, summary and the output folder."""
-
-    run_dir: Path
-    out_dir: Path
-    manifest: dict
-    summary: dict
-
-
-SectionBuilder = Callable[[ReportContext], Section | None]
-
-
-# --- formatting (Jinja filters and tests) ---
-
-def _short(v: Any) -> Any:
-    """Floats inside nested data cut to 4 significant digits, for display."""
-    if isinstance(v, float):
-        return float(f"{v:.4g}")
-    if isinstance(v, dict):
-        return {k: _short(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_short(x) for x in v]
-    return v
-
-
-def _cell(v: Any) -> Markup | str:
-    """One table cell's text (escaped by the template unless it is the n/a marker)."""
-    if v is None:
-        return Markup('<span class="na">n/a</span>')
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v + 0.0:.4g}"  # + 0.0 turns -0.0 into 0
-    if isinstance(v, list | dict):
-        return json.dumps(_short(v), default=str)
-    return str(v)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _columns_of(rows: list[dict]) -> list[str]:
-    return list(dict.fromkeys(k for r in rows for k in r))
-
-
-def _vega_spec(chart: alt.TopLevelMixin) -> Markup:
-    # "</" inside a <script> would end it early; JSON allows "<\/".
-    return Markup(json.dumps(chart.to_dict(), default=str).replace("</", "<\\/"))
-
-
-@cache
-def _env() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("steertown.analysis", "templates"),
-                             autoescape=True, undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(cell=_cell, columns_of=_columns_of, vega_spec=_vega_spec,
-                       kv_rows=lambda d: [{"key": k, "value": v} for k, v in d.items()])
-    env.tests["number_value"] = _is_number
-    return env
-
-
-def render_fragment(template: str, **values: Any) -> Markup:
-    """Render `templates/<template>` (autoescaped) to HTML a `Section` can carry."""
-    return Markup(_env().get_template(template).render(**values))
-
 
 # --- the built-in sections, in page order ---
 
@@ -167,14 +93,14 @@ def verification_section(ctx: ReportContext) -> Section:
             extra = {k: v for k, v in rep.items() if k not in ("checks", "verdict")}
             values.update(
                 report=rep, checks=checks,
-                columns=preferred + [k for k in _columns_of(checks) if k not in preferred],
+                columns=preferred + [k for k in columns_of(checks) if k not in preferred],
                 verdict_class={"pass": "pass", "passed": "pass", True: "pass", "fail": "fail",
                                "failed": "fail", False: "fail"}.get(key, "na"),
                 extra=json.dumps(extra, indent=2, default=str) if extra else "")
-    mode = ((ctx.manifest.get("config") or {}).get("steering") or {}).get("mode", "vectors")
-    values["control_note"] = control_note(mode)
+    values["control_note"] = control_note(steering_mode(ctx.manifest.get("config") or {}))
     return Section("Steering verification", "verification",
-                   render_fragment("sections/verification.html.j2", **values))
+                   render_fragment("sections/verification.html.j2", **values),
+                   charts=dose_response_charts(ctx.run_dir))
 
 
 def fingerprint_heatmap(rows: list[dict]) -> alt.Chart:
@@ -280,7 +206,7 @@ def _meta(m: dict) -> list[str]:
 
 def render_page(ctx: ReportContext, sections: list[Section]) -> str:
     """The whole page as a string (all scripts and styles inline)."""
-    env = _env()
+    env = template_env()
     css = env.loader.get_source(env, "report.css")[0]
     return env.get_template("report.html.j2").render(
         run_id=ctx.summary.get("run_id") or ctx.run_dir.name, meta=_meta(ctx.manifest),

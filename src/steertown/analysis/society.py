@@ -17,7 +17,6 @@ import duckdb
 from steertown.analysis import queries as q
 from steertown.analysis.charts import MAX_POINTS, WIDTH, binned_means, save_pngs
 from steertown.config import TRAITS
-from steertown.storage import schema
 from steertown.storage.run_dir import RunDir
 from steertown.world.social import FRIEND_THRESHOLD, TIE_GAIN
 
@@ -29,19 +28,7 @@ MAX_EDGES = 2000  # drawn edges (strongest first): keeps the chart under Altair'
 
 def connect(run_dir: Path | str) -> duckdb.DuckDBPyConnection:
     """The run's DuckDB connection (queries.connect) plus views of the society tables."""
-    con = q.connect(run_dir)
-    rd = RunDir(run_dir)
-    for table in SOCIETY_TABLES:
-        sch = schema.TABLES[table]
-        files = rd.files(table)
-        if not files:
-            con.register(f"_empty_{table}", sch.empty_table())
-            con.execute(f"CREATE VIEW {table} AS SELECT * FROM _empty_{table}")
-            continue
-        file_list = "[" + ", ".join(q._sql_str(str(f)) for f in files) + "]"
-        cols = ", ".join(f'"{n}"' for n in sch.names)
-        con.execute(f"CREATE VIEW {table} AS SELECT {cols} FROM "
-                    f"read_parquet({file_list}, union_by_name = true)")
+    con = RunDir(run_dir).connect(SOCIETY_TABLES, con=q.connect(run_dir))
     gains = ", ".join(f"('{k}', {v})" for k, v in TIE_GAIN.items())
     con.execute(f"CREATE VIEW tie_gain AS SELECT type, gain::DOUBLE AS gain FROM (VALUES {gains}) t(type, gain)")
     return con

@@ -26,9 +26,10 @@ from typing import Any
 import altair as alt
 import numpy as np
 
-from steertown.analysis.compare import mean_ci
 from steertown.analysis.fingerprint import agent_rates, measure_names
+from steertown.analysis.intervals import mean_ci
 from steertown.config import TRAITS, ConfigError
+from steertown.config_loading import steering_mode
 from steertown.storage.run_dir import RunDir, atomic_write_bytes, atomic_write_json
 
 STEERED_MODE = "vectors"
@@ -66,7 +67,7 @@ def describe_run(run_dir: str | Path) -> dict[str, Any]:
     m = run.read_manifest()
     cfg = m.get("config") or {}
     return {"run_id": run.run_id, "dir": str(run.path), "arm": str(m.get("arm", "custom")),
-            "mode": str((cfg.get("steering") or {}).get("mode", STEERED_MODE)),
+            "mode": steering_mode(cfg),
             "seed": int(cfg.get("seed", 0))}
 
 

@@ -26,8 +26,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from steertown.config import ConfigError, RunConfig
+from steertown.extras import install_hint
 
-ONNX_MISSING_FIX = "install onnxruntime (make setup) or set model.backend=torch"
+ONNX_MISSING_FIX = f"{install_hint('onnx')} or set model.backend=torch"
 
 
 @lru_cache(maxsize=1)
@@ -66,7 +67,7 @@ def choose_backend(cfg: RunConfig, device: str) -> tuple[str, str]:
         return "torch", f"model.dtype={cfg.model.dtype} set explicitly (the ONNX graph is float32)"
     version = onnxruntime_version()
     if version is None:
-        return "torch", "onnxruntime does not import"
+        return "torch", f"onnxruntime does not import (for ONNX: {install_hint('onnx')})"
     source = graph_source(cfg)
     if source is None:
         return "torch", (f"the ONNX graph is built from a local model directory; "

@@ -22,8 +22,8 @@ import torch
 
 from steertown.inference.backend import GenerationRequest, GenerationResult
 from steertown.inference.constrained import OptionTrie, sentence_done
-from steertown.inference.residual import chat_ids, pad_id
 from steertown.inference.sampling import apply_repetition_penalty, choose_tokens
+from steertown.residual import chat_ids, pad_id
 
 
 class Stepper(Protocol):

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from steertown.config import ConfigError, RunConfig
+from steertown.extras import install_hint, missing_modules
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +84,12 @@ def resolve_device(name: str) -> str:
 
 
 def check_model_config(cfg: RunConfig) -> None:
-    """Fail fast, before a run starts, on a missing model path or an absent GPU."""
+    """Fail fast, before a run starts, on a missing model path or an absent GPU (the
+    backend's own check is inference.choice.check_backend_available: choice builds on
+    this module, not the other way)."""
     if cfg.model.name == "mock":
         return
-    from steertown.inference.choice import check_backend_available
-
     resolve_device(cfg.model.device)
-    check_backend_available(cfg)
     if cfg.optimization.num_gpus > 1 and torch.cuda.device_count() < cfg.optimization.num_gpus:
         raise ConfigError(f"optimization.num_gpus: {cfg.optimization.num_gpus} replicas need as "
                           f"many GPUs; {torch.cuda.device_count()} visible")
@@ -229,7 +229,10 @@ def load_model(cfg: RunConfig) -> LoadedModel:
     quant = "none"
     op = cfg.optimization
     if op.use_quantization:
-        if device.startswith("cuda"):
+        if device.startswith("cuda") and missing_modules("quant"):
+            _warn(notes, "optimization.use_quantization: bitsandbytes is not installed, loading "
+                  f"full precision; for 4-bit weights: {install_hint('quant')}")
+        elif device.startswith("cuda"):
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(

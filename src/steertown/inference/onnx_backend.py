@@ -41,8 +41,8 @@ from steertown.inference.onnx_bound import BoundStepper
 from steertown.inference.onnx_export import ensure_onnx_model
 from steertown.inference.onnx_rest_graph import ensure_rest_graph, rest_feeds
 from steertown.inference.prefix_cache import PrefixKVCache
-from steertown.inference.residual import right_pad
 from steertown.inference.transformers_backend import TransformersBackend
+from steertown.residual import right_pad
 
 
 class _OrtStepper:

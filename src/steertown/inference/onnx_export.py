@@ -24,6 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from steertown.extras import install_hint
+
 log = logging.getLogger(__name__)
 
 COMPLETE_MARKER = ".steertown-complete"
@@ -45,7 +47,7 @@ def ensure_onnx_model(hf_dir: Path, layers: list[int]) -> tuple[Path, bool]:
         import onnxruntime_genai  # noqa: F401
     except ImportError as e:
         raise RuntimeError("model.backend=onnx needs onnx, onnxruntime and onnxruntime-genai "
-                           "(pinned in requirements.txt; run make setup)") from e
+                           f"({install_hint('onnx')})") from e
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     raw = tmp / "raw"

@@ -29,7 +29,7 @@ from steertown.inference.backend import GenerationRequest
 from steertown.inference.decode_loop import DecodeLoop
 from steertown.inference.model_loading import load_model
 from steertown.inference.prefix_cache import PrefixKVCache, assemble, split_cache_rows
-from steertown.inference.residual import captured, decoder_layers, left_pad
+from steertown.residual import captured, decoder_layers, left_pad
 from steertown.steering.contrast_data import load_contrast_data
 from steertown.steering.hooks import SteeringHooks
 from steertown.steering.vectors import TraitVectors, load_or_compute

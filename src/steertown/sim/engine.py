@@ -16,21 +16,22 @@ import hashlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from steertown.agents import prompts
 from steertown.agents.memory import MemoryStream
-from steertown.agents.profile import Agent, sample_population
 from steertown.agents.text_quality import NOT_FREE_TEXT, QualityLabeler, situation_text
 from steertown.config import TRAITS, RunConfig
 from steertown.inference.backend import Backend, GenerationRequest, GenerationResult
 from steertown.inference.batching import BatchStats, generate_all
+from steertown.seeds import derive_seed
 from steertown.steering import modes
 from steertown.world.actions import Action, parse_action
 from steertown.world.goals import spec_of, update_goal
 from steertown.world.metrics import society_row
+from steertown.world.residents import Agent, sample_population
 from steertown.world.rules import IMPORTANCE, Rules
 from steertown.world.scheduler import Encounter, schedule_encounters
 from steertown.world.social import NEWS, Ties, seed_news
@@ -42,12 +43,6 @@ MAX_EXCHANGE = 3  # lines in one exchange: a TALK, its reply, and the answer to 
 
 class Embedder(Protocol):
     def embed(self, texts: list[str]) -> np.ndarray: ...
-
-
-def derive_seed(*parts: Any) -> int:
-    """A stable 63-bit seed from any parts (independent of Python's hash salt)."""
-    h = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") >> 1
 
 
 @dataclass
@@ -162,6 +157,7 @@ class Simulation:
             result.encounters += turns
             self.pending_replies = replies[max(0, cap - used):]
         self.quality.flush()
+        self.rules.end_tick({r["agent_id"] for r in result.actions})
         self._remember(new_memories, tick, result)
         self._record_state(tick, result)
         self.tick = tick
@@ -221,14 +217,17 @@ class Simulation:
             mems = self.memories[agent.agent_id].retrieve(q[i], tick, self.cfg.memory.retrieve_k)
             others = [self.name_of[o] for o in enc.others]
             inviter = self.name_of[agent.invite["from"]] if agent.invite else ""
-            answering = (self.name_of[enc.answering], enc.line) if enc.answering else None
+            # A reply turn without a line answers an invitation (rules: INVITE's reply_by).
+            answers_invite = inviter if enc.answering and not enc.line else ""
+            answering = (self.name_of[enc.answering], enc.line) if enc.line else None
             user = prompts.action_prompt(agent, self.town, others,
                                          list(self.transcripts.get(enc.location, ())),
                                          [m.text for m in mems], tick, inviter, answering)
             req = self._request(f"a{tick}-{enc.event_id}", agent, "action",
                                 prompts.persona(agent), user, tick,
                                 self.cfg.inference.max_new_tokens,
-                                prompts.action_options(agent, self.town, others), enc.depth)
+                                prompts.action_options(agent, self.town, others,
+                                                       answers_invite), enc.depth)
             self._retrieved[req.request_id] = [m.memory_id for m in mems]
             out.append(req)
         return out
@@ -302,21 +301,23 @@ class Simulation:
             result.interactions.append({"run_id": self.run_id, "tick": tick,
                                         "event_id": enc.event_id, **row})
         new_memories.extend(out.memories)
-        if not (out.success and action.action_type == "TALK"):
+        if not (out.success and action.action_type in ("TALK", "INVITE")):
             return None
-        self.transcripts.setdefault(where, deque(maxlen=TRANSCRIPT_LINES)).append(
-            f"{agent.name}: {action.text}")
+        said = action.text if action.action_type == "TALK" else ""  # "" = an invitation
+        if said:
+            self.transcripts.setdefault(where, deque(maxlen=TRANSCRIPT_LINES)).append(
+                f"{agent.name}: {said}")
         if not out.reply_by or enc.depth + 1 >= MAX_EXCHANGE:
             return None
         members = sorted({enc.actor, *enc.others} - {out.reply_by})
         return Encounter(-1, where, out.reply_by, members, answering=agent.agent_id,
-                         line=action.text, depth=enc.depth + 1)
+                         line=said, depth=enc.depth + 1)
 
     def _submit_quality(self, msg: dict, agent: Agent, action: Action, where: str,
                         enc: Encounter) -> None:
         """Queue a message for its quality label (computed at the end of the tick)."""
         heard = [line.split(": ", 1)[-1] for line in self._heard.get(where, ())]
-        if enc.answering:
+        if enc.line:
             heard.append(enc.line)
         loc = self.town.locations[where]
         self.quality.submit(msg, agent.agent_id, action.action_type, action.text,

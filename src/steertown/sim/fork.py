@@ -45,9 +45,10 @@ from steertown.storage.run_dir import RunDir, atomic_write_parquet
 FORKABLE = ("steering.mode", "steering.strength", "steering.spread", "steering.coefficients.",
             "steering.agents.", "steps")
 # Result-neutral keys a fork may set too (how it is shown and tracked, not what it does).
+# Not verification.*: a fork is judged by its parent's thresholds (issue 19).
 NEUTRAL_OVERRIDES = tuple(k for k in RESULT_NEUTRAL_KEYS
                           if k not in ("run_id", "storage_dir", "resume", "overwrite", "arm",
-                                       "resolved"))
+                                       "resolved", "verification"))
 
 
 class ForkError(ConfigError):

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from steertown import __version__
-from steertown.agents.profile import sample_population
 from steertown.config import TRAITS, ConfigError, RunConfig, config_diff
 from steertown.inference.backend import Backend
 from steertown.sim.checkpoint import list_checkpoints, load_latest, save_checkpoint
 from steertown.sim.engine import Embedder, Simulation, TickResult
 from steertown.storage.run_dir import RunDir, RunDirError
+from steertown.world.residents import sample_population
 
 
 @dataclass

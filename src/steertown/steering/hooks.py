@@ -25,7 +25,7 @@ from contextlib import contextmanager
 
 import torch
 
-from steertown.inference.residual import add_hook, decoder_layers
+from steertown.residual import add_hook, decoder_layers
 
 
 class SteeringHooks:

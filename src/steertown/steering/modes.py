@@ -8,7 +8,7 @@
 - off: nothing; rows log zero alphas and strength 0 (today's `enabled: false`).
 
 In every mode but off, message and decision rows log the agent's effective alphas
-(strength x coefficient, the "dose": agents.profile.Agent.steering), so the same analysis (behaviour vs alpha) runs
+(strength x coefficient, the "dose": world.residents.Agent.steering), so the same analysis (behaviour vs alpha) runs
 in each mode; the `steering_mode` column says how the dose was delivered.
 The engine decides the delivery, so a backend that knows nothing of modes is still
 right for prompt and off (it receives zero alphas); placebo needs `placebo_seed`.
@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from steertown.config import TRAITS
+from steertown.seeds import derive_seed
 from steertown.steering.persona_text import with_persona_text
 
 HOOKED_MODES = ("vectors", "placebo")  # modes whose alphas reach the residual stream
@@ -51,8 +52,6 @@ def deliver(mode: str, alphas: Mapping[str, float], system: str,
 
 def placebo_seed(run_seed: int) -> int:
     """The placebo basis seed of a run: fixed by the run's seed (a fork keeps it)."""
-    from steertown.sim.engine import derive_seed  # the one seed derivation of the project
-
     return derive_seed(run_seed, "placebo")
 
 

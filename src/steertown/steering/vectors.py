@@ -30,7 +30,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from steertown.inference.residual import captured, chat_ids, forward_until, left_pad, pad_id
+from steertown.residual import captured, chat_ids, forward_until, left_pad, pad_id
 from steertown.steering.contrast_data import ContrastData, ContrastPair
 
 log = logging.getLogger(__name__)

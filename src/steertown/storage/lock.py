@@ -1,11 +1,13 @@
-"""One writer per run directory: an exclusive `flock` on `<run_dir>/.lock`.
+"""One writer per run directory: `filelock`'s FileLock (an exclusive `flock`) on
+`<run_dir>/.lock`.
 
 The kernel holds the lock for the open file and drops it when the owner exits, however
-it dies (kill -9 included), so there are no stale locks to detect or take over, and no
-race between two processes taking over the same stale lock. The file itself stays (it is
-never deleted: deleting a lock file is what makes such races possible) and holds the
-owner's `host:pid`, for the message to whoever is refused. On a shared filesystem the
-lock is as good as the filesystem's `flock` (NFSv4: yes).
+it dies (kill -9 included), so there are no stale locks to detect or take over. The file
+is never deleted (`preserve_lock_file`: deleting a lock file is what makes takeover races
+possible) and, while held, names the owner's `host:pid` for the message to whoever is
+refused (written by the `on_acquired` hook, so a refused process never touches it). One
+FileLock per path per process (`is_singleton`) makes the lock re-entrant within a process.
+On a shared filesystem the lock is as good as the filesystem's `flock` (NFSv4: yes).
 """
 
 from __future__ import annotations
@@ -15,14 +17,23 @@ import os
 import socket
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 HOST = socket.gethostname()
 
-# lock path -> (file descriptor, depth): re-entrant within one process
-_HELD: dict[Path, tuple[int, int]] = {}
+# path -> its FileLock while this process holds it: FileLock's singletons are weakly kept
+# and a collected FileLock releases, so a lock taken without keeping the RunLock (as
+# `RunLock(d).acquire()`) must be kept alive here until released.
+_HELD: dict[Path, FileLock] = {}
 
 
 class RunLockedError(RuntimeError):
     """Another live process is writing this run directory."""
+
+
+def _write_holder(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{HOST}:{os.getpid()}".encode(), 0)
 
 
 class RunLock:
@@ -31,6 +42,11 @@ class RunLock:
     def __init__(self, run_dir: Path):
         self.path = (Path(run_dir) / ".lock").absolute()
         self.owned = False
+
+    def _lock(self) -> FileLock:
+        return FileLock(self.path, blocking=False, is_singleton=True, thread_local=False,
+                        preserve_lock_file=True, fallback_to_soft=False,
+                        on_acquired=_write_holder)
 
     def _holder(self) -> str:
         try:
@@ -45,8 +61,11 @@ class RunLock:
             "it or stop it (the lock goes away with its process)")
 
     def check(self) -> None:
-        """Raise RunLockedError if another process holds the lock (takes nothing)."""
-        if self.path in _HELD or not self.path.exists():
+        """Raise RunLockedError if another process holds the lock (takes nothing).
+
+        A shared `flock` probe, not FileLock: FileLock only takes the exclusive lock, and
+        taking it to test would refuse a real writer starting at that moment."""
+        if not self.path.exists() or self._lock().is_locked:
             return
         fd = os.open(self.path, os.O_RDONLY)
         try:
@@ -58,21 +77,13 @@ class RunLock:
 
     def acquire(self) -> None:
         """Take the lock, or raise RunLockedError naming the process that holds it."""
-        if self.path in _HELD:
-            fd, depth = _HELD[self.path]
-            _HELD[self.path] = (fd, depth + 1)
-            self.owned = True
-            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        lock = self._lock()
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            lock.acquire()
+        except Timeout:
             raise self._refuse() from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{HOST}:{os.getpid()}".encode())
-        _HELD[self.path] = (fd, 1)
+        _HELD[self.path] = lock
         self.owned = True
 
     def release(self) -> None:
@@ -80,14 +91,11 @@ class RunLock:
         if not self.owned:
             return
         self.owned = False
-        fd, depth = _HELD[self.path]
-        if depth > 1:
-            _HELD[self.path] = (fd, depth - 1)
-            return
-        del _HELD[self.path]
-        os.ftruncate(fd, 0)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        lock = _HELD[self.path]
+        if lock.lock_counter == 1:  # outermost: no holder named once it is free
+            os.truncate(self.path, 0)
+            del _HELD[self.path]
+        lock.release()
 
     def __enter__(self) -> RunLock:
         self.acquire()

@@ -9,20 +9,21 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from steertown.storage import schema
+from steertown.storage.schema import RunDirError as RunDirError  # defined with the contract
+
+if TYPE_CHECKING:
+    from steertown.config import RunConfig
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-
-
-class RunDirError(ValueError):
-    """A run directory that is missing, not a run, or holds files of another schema."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -94,6 +95,29 @@ class RunDir:
         if not self.manifest_path.is_file():
             raise RunDirError(f"{self.path}: not a run directory (no manifest.json)")
         return self
+
+    def config(self) -> RunConfig:
+        """The run's configuration as a validated RunConfig: the one reader of a run's
+        manifest config (schema defaults for keys an older run lacks; an old
+        `steering.enabled: false` reads as mode "off")."""
+        from steertown.config_loading import load_config
+
+        m = self.require().read_manifest()
+        if not isinstance(m.get("config"), dict):
+            raise RunDirError(f"{self.manifest_path}: no config in the manifest")
+        return load_config(m["config"])
+
+    def connect(self, tables: Iterable[str] | None = None, con: Any = None) -> Any:
+        """A DuckDB connection with one view per table (default: all); see run_tables."""
+        from steertown.storage.run_tables import connect
+
+        return connect(self.require().files, tables, con)
+
+    def sql_source(self, table: str) -> str:
+        """The DuckDB scan of the table's Parquet files, for a FROM clause (run_tables)."""
+        from steertown.storage.run_tables import source_sql
+
+        return source_sql(self.files(table))
 
     def read_manifest(self) -> dict[str, Any]:
         try:

@@ -137,6 +137,10 @@ TABLES: dict[str, pa.Schema] = {
 }
 
 
+class RunDirError(ValueError):
+    """A run directory that is missing, not a run, or holds files of another schema."""
+
+
 def option_class(option: str) -> str:
     """The class of a decision option: its first word, lowercased ("Talk Ben:" -> "talk").
 

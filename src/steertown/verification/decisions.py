@@ -1,30 +1,27 @@
 """Decisions in situ: did each agent's steering change what it decided, in this run?
 
 A sample of the run's own action decisions (every agent, spread over the run) is
-re-scored, prefill only and batched, under several steerings. For each decision the
-allowed options' probabilities are computed exactly as at generation time: raw logits,
-renormalised over the tokens the option trie allows at each step (`OptionTrie.logprob`),
-so re-scoring under the agent's own steering reproduces the logged `option_logprob`.
+re-scored, prefill only, under a few steerings of each decision (`branch.BranchScorer`:
+the blocks below the first steered layer once, then all conditions as one batch). The
+allowed options' probabilities are computed exactly as at generation time (raw logits
+renormalised over the option trie), so re-scoring under the agent's own steering
+reproduces the logged `option_logprob`.
 
 Conditions per decision:
-  (a) own: the steering the agent had (through the backend's hooks: what the run applied)
-  (b) none
-  (c) each steered trait's CAA vector alone at +-c (c = `decision_coefficient`)
-  (d) `random_directions` seeded random directions of the same norm at +-c
+  own: the steering the row was generated with, as its `steering_mode` delivered it
+       (trait vectors, the run's placebo basis, nothing for prompt and off)
+  none
+  vec:T+, vec:T-: halfway to the own steering, plus and minus trait T's CAA vector at c
+       (`decision_coefficient`): the trait's axis where the own shift is linearised
+  R<r>: `decision_random_directions` seeded random directions, each with the own
+       steering's norm at every steered layer (fresh directions per decision)
+  Rax<r>+, Rax<r>-: like vec:T+- with a random direction of the trait vectors' norm, the
+       same for every decision of the run (as a placebo's directions are)
 
-Per decision, a direction's *axis* is the finite-difference change of the option
-probabilities, (p(+c) - p(-c)) / 2c; the agent's *own shift* is p(a) - p(b). Per agent,
-the own shift over its sampled decisions is decomposed on the steered traits' axes by
-least squares: the coordinate on trait t's axis is how much of trait t the agent's
-decisions express (an oblique projection, so traits whose axes overlap do not leak into
-each other). Required per steered trait: Spearman across agents of (coefficient,
-coordinate) with a bootstrap CI above 0, and above the same statistic with each random
-direction's axis in place of the trait's.
-
-The logged log-probability ties the re-scoring to what the run generated: a decision
-whose logged value is not the own-steering replay was not generated with that steering,
-so its own shift counts as 0 (the steering changed nothing there), and the replay check
-fails. A run that logged alphas but generated unsteered fails both.
+`decision_stats` turns them into the required checks `decisions.changed` and
+`decisions.<T>`. The logged log-probability ties the re-scoring to what the run
+generated: a decision whose logged value is not the own-steering replay was not
+generated with that steering, so its own shift counts as 0, and the replay check fails.
 """
 
 from __future__ import annotations
@@ -36,13 +33,15 @@ import numpy as np
 import torch
 
 from steertown.config import TRAITS
+from steertown.stats import cluster_bootstrap_ci, total_variation
 from steertown.storage.run_dir import RunDir
 from steertown.storage.schema import option_class
+from steertown.verification.branch import BranchScorer
 from steertown.verification.check import Check
-from steertown.verification.readouts import UNSTEERED, Scorer, Steer, norm_steer
-from steertown.verification.stats import bootstrap_ci, spearman
+from steertown.verification.decision_stats import DecisionData, changed_check, trait_checks
 
-AXIS_PREFIX = "vec:"  # extra directions holding the true trait vectors (not the hooks)
+AXIS_PREFIX = "vec:"  # conditions holding the true trait vectors (not the hooks)
+RANDOM_AXIS = "Rax"  # conditions of a random direction's axis (trait vectors' norm)
 
 
 @dataclasses.dataclass
@@ -57,6 +56,7 @@ class Decision:
     chosen: str
     logprob: float
     alphas: dict[str, float]
+    mode: str = "vectors"  # the row's steering_mode: how its alphas were delivered
 
 
 def sample_decisions(run: RunDir, budget: int, seed: int = 0) -> list[Decision]:
@@ -64,6 +64,7 @@ def sample_decisions(run: RunDir, budget: int, seed: int = 0) -> list[Decision]:
     agent's ticks (all agents, not just the first ticks). Rows without a chosen option
     or log-probability (not constrained) are left out."""
     t = run.read_table("decisions").to_pydict()
+    modes = t.get("steering_mode") or [None] * len(t["agent_id"])
     by_agent: dict[str, list[int]] = {}
     for i, (a, ch, lp) in enumerate(zip(t["agent_id"], t["chosen_option"], t["option_logprob"],
                                         strict=True)):
@@ -81,17 +82,15 @@ def sample_decisions(run: RunDir, budget: int, seed: int = 0) -> list[Decision]:
             out.append(Decision(a, t["tick"][i], t["system"][i], t["user"][i],
                                 tuple(t["options"][i]), t["chosen_option"][i],
                                 float(t["option_logprob"][i]),
-                                {tr: float(t[f"alpha_{tr}"][i] or 0.0) for tr in TRAITS}))
+                                {tr: float(t[f"alpha_{tr}"][i] or 0.0) for tr in TRAITS},
+                                modes[i] or "vectors"))
     return out
 
 
-def true_trait_directions(backend: Any) -> dict[str, dict[int, torch.Tensor]]:
-    """{"vec:E": {layer: vector}}: each trait's calibrated CAA vector, per hooked layer.
-
-    Taken from the vector cache for this model, layers and contrast data (not from the
-    hooks), so a run whose hooks carry other directions (placebo) is judged against the
-    real trait vectors.
-    """
+def true_trait_matrix(backend: Any) -> dict[int, torch.Tensor]:
+    """{layer: [T, H]} each trait's calibrated CAA vector per hooked layer, from the vector
+    cache for this model, layers and contrast data (not from the hooks), so a run whose
+    hooks carry other directions is judged against the real trait vectors."""
     vec = backend.vectors
     cfg, loaded = getattr(backend, "cfg", None), getattr(backend, "loaded", None)
     if cfg is not None and loaded is not None:
@@ -101,9 +100,7 @@ def true_trait_directions(backend: Any) -> dict[str, dict[int, torch.Tensor]]:
         vec = load_or_compute(backend.model, backend.tokenizer, list(backend.layers),
                               load_contrast_data(), cfg.steering.vectors_dir, loaded.model_id,
                               loaded.dtype)
-    return {f"{AXIS_PREFIX}{t}": {layer: vec.steering_matrix(layer)[k]
-                                  for layer in backend.layers}
-            for k, t in enumerate(vec.traits)}
+    return {layer: vec.steering_matrix(layer).float() for layer in backend.layers}
 
 
 def option_paths(backend: Any, options: tuple[str, ...]) -> list[list[int] | None]:
@@ -123,67 +120,42 @@ def option_paths(backend: Any, options: tuple[str, ...]) -> list[list[int] | Non
     return out
 
 
-def score_options(scorer: Scorer, decisions: list[Decision],
-                  steers: list[list[Steer]]) -> list[np.ndarray]:
-    """Per decision, [conditions, options] log-probabilities (-inf: unreachable option)."""
-    b = scorer.b
-    paths = [option_paths(b, d.options) for d in decisions]
-    tries = [b._trie(d.options) for d in decisions]
-    out = [np.full((len(steers[k]), len(d.options)), -np.inf) for k, d in enumerate(decisions)]
-    prompts, row_steers, tails, owner = [], [], [], []
-    for k, d in enumerate(decisions):
-        ids = b.prompt_ids(d.system, d.user)
-        reach = [j for j, p in enumerate(paths[k]) if p is not None]
-        for c, st in enumerate(steers[k]):
-            prompts.append(ids)
-            row_steers.append(norm_steer(st))
-            tails.append([paths[k][j] for j in reach])
-            owner.append((k, c, reach))
+# A control run steered each trait's alpha with another trait's vector (the seed project's
+# label-shuffle placebo): {trait: trait whose vector carried its alpha}. Cyclic E<-A<-...
+CYCLIC_SHUFFLE = {"E": "A", "A": "C", "C": "O", "O": "N", "N": "E"}
 
-    def trie_logprob(i: int, j: int, logits: torch.Tensor) -> None:
-        k, c, reach = owner[i]
-        trie, node, total = tries[k], tries[k].root, 0.0
-        for s, tok in enumerate(tails[i][j]):
-            total += trie.logprob(logits[s].cpu(), node, tok)  # as at generation time
-            node = node.children[tok]
-        out[k][c, reach[j]] = total
 
-    scorer.tail_logits(prompts, row_steers, tails, trie_logprob)
+def own_delta(backend: Any, d: Decision, placebo_seed: int | None,
+              relabel: dict[str, str] | None = None) -> dict[int, torch.Tensor]:
+    """{layer: [H]} what decision d's row added to the residual stream, as its mode
+    delivered it: alphas @ trait vectors (vectors), @ the run's placebo basis (placebo),
+    nothing (prompt, off: the logged alphas are only the dose). `relabel` replays a run
+    known to have used another trait's vector for each alpha (a control)."""
+    hidden = backend.model.config.hidden_size
+    if d.mode not in ("vectors", "placebo"):
+        return {layer: torch.zeros(hidden) for layer in backend.layers}
+    traits = list(backend.traits)
+    a = torch.zeros(len(traits))
+    for t, v in d.alphas.items():
+        if t in traits:
+            a[traits.index(relabel.get(t, t) if relabel else t)] += v
+    out = {}
+    for layer in backend.layers:
+        basis = backend.vectors.placebo_matrix(layer, placebo_seed) if d.mode == "placebo" \
+            else backend.vectors.steering_matrix(layer)
+        out[layer] = a @ basis.float()
     return out
-
-
-PLACEBO_PREFIX = "placebo:"  # extra directions: a placebo run's basis, per trait
-
-
-def own_steer(d: Decision, delivery: str = "vectors") -> Steer:
-    """The steering decision `d` was generated with, as the run delivered its dose:
-    on the trait hooks (vectors), on the run's placebo basis (placebo), or not through
-    the residual stream at all (prompt, off: the logged alphas are only the dose)."""
-    if delivery not in ("vectors", "placebo"):
-        return UNSTEERED
-    prefix = PLACEBO_PREFIX if delivery == "placebo" else ""
-    return norm_steer(tuple((prefix + t, a) for t, a in d.alphas.items() if a != 0))
-
-
-def run_delivery(manifest: dict) -> tuple[str, int | None]:
-    """(steering mode, placebo seed or None) of a run, from its manifest's config."""
-    st = (manifest.get("config") or {}).get("steering") or {}
-    mode = st.get("mode", "vectors" if st.get("enabled", True) else "off")
-    if mode == "placebo":
-        from steertown.steering.modes import placebo_seed
-
-        return mode, placebo_seed(int((manifest.get("config") or {}).get("seed", 0)))
-    return str(mode), None
 
 
 @dataclasses.dataclass
 class DecisionScores:
-    """Probabilities of every sampled decision under every condition."""
+    """Log-probabilities of every sampled decision under every condition."""
 
     decisions: list[Decision]
-    names: list[str]  # condition names, columns of `probs`
+    names: list[str]  # condition names, rows of each `logprobs` entry
     logprobs: list[np.ndarray]  # per decision [conditions, options]
     coef: float
+    own_scale: list[float]  # per decision: the own steering's size in coefficient units
     tolerance: float = 1e-3  # replay: |logged - re-scored| log-prob that counts as equal
     exact: bool = True  # float32: a replay is exact; other dtypes drift with padding
 
@@ -204,46 +176,71 @@ class DecisionScores:
         return np.exp(self.logprobs[k][self.names.index(name)])
 
     def axis(self, k: int, direction: str) -> np.ndarray:
-        """(p(+c) - p(-c)) / 2c of decision k along `direction`."""
+        """(p(mid + c v) - p(mid - c v)) / 2c of decision k along `direction`."""
         return (self.probs(k, f"{direction}+") - self.probs(k, f"{direction}-")) / (2 * self.coef)
 
-    def own_shift(self, k: int) -> np.ndarray:
-        """p(own) - p(none) where the run applied the steering; 0 where the logged
-        decision shows it did not (the steering changed nothing the agent did there)."""
-        if not self.applied(k):
-            return np.zeros(len(self.decisions[k].options))
-        return self.probs(k, "own") - self.probs(k, "none")
+    def data(self, traits: list[str]) -> DecisionData:
+        """The numpy view `decision_stats` works on."""
+        rand = [n for n in self.names if n.startswith("R") and not n.startswith(RANDOM_AXIS)]
+        axes = sorted({n[:-1] for n in self.names if n.startswith(RANDOM_AXIS)})
+        n = range(len(self.decisions))
+        return DecisionData(
+            agents=[d.agent_id for d in self.decisions],
+            classes=[[option_class(o) for o in d.options] for d in self.decisions],
+            alphas=[d.alphas for d in self.decisions],
+            p_own=[self.probs(k, "own") for k in n], p_none=[self.probs(k, "none") for k in n],
+            axes={t: [self.axis(k, f"{AXIS_PREFIX}{t}") for k in n] for t in traits},
+            p_random=[[self.probs(k, r) for r in rand] for k in n],
+            random_axes=[[self.axis(k, a) for a in axes] for k in n],
+            applied=[self.applied(k) for k in n])
 
 
 def rescore(backend: Any, decisions: list[Decision], traits: list[str], n_random: int,
             coef: float, seed: int = 0, tolerance: float = 1e-3, exact: bool = True,
-            delivery: str = "vectors", placebo_seed: int | None = None) -> DecisionScores:
-    """Score every decision under (a) own, (b) none, (c) traits at +-coef, (d) randoms.
-
-    `delivery` is the run's steering mode: (a) replays what the run applied (the trait
-    hooks, the placebo basis of `placebo_seed`, or nothing in prompt and off mode).
-    """
-    from steertown.verification.readouts import random_directions
-
-    rand = random_directions(backend, n_random, seed)
-    extra = {**true_trait_directions(backend), **rand}
-    if delivery == "placebo":
-        extra.update({f"{PLACEBO_PREFIX}{t}": {
-            layer: backend.vectors.placebo_matrix(layer, placebo_seed)[k]
-            for layer in backend.layers} for k, t in enumerate(backend.traits)})
-    scorer = Scorer(backend, extra)
-    names = ["own", "none"]
-    dirs = [f"{AXIS_PREFIX}{t}" for t in traits] + list(rand)
-    for direction in dirs:
-        names += [f"{direction}+", f"{direction}-"]
-    steers = []
-    for d in decisions:
-        row: list[Steer] = [own_steer(d, delivery), UNSTEERED]
-        for direction in dirs:
-            row += [(direction, coef), (direction, -coef)]
-        steers.append(row)
-    return DecisionScores(decisions, names, score_options(scorer, decisions, steers), coef,
-                          tolerance, exact)
+            placebo_seed: int | None = None, relabel: dict[str, str] | None = None,
+            progress: Any = None, only: tuple[str, ...] | None = None) -> DecisionScores:
+    """Score every decision under the conditions of the module doc (`only`: these
+    conditions; the others' rows stay NaN, to be filled by a later call)."""
+    scorer = BranchScorer(backend)
+    true = true_trait_matrix(backend)
+    unit = {layer: float(v[0].norm()) for layer, v in true.items()}  # trait rows share a norm
+    names = ["own", "none", *(f"{AXIS_PREFIX}{t}{sign}" for t in traits for sign in "+-"),
+             *(f"R{r}" for r in range(n_random)),
+             *(f"{RANDOM_AXIS}{r}{sign}" for r in range(n_random) for sign in "+-")]
+    hidden = backend.model.config.hidden_size
+    # Random axes: directions fixed over the run's decisions (as a placebo's are), so the
+    # trait fit with them in a trait's place shows what chance alignment gives.
+    g0 = torch.Generator().manual_seed(int(seed) + 7919)
+    fixed = {layer: [unit[layer] * v / v.norm()
+                     for v in (torch.randn(hidden, generator=g0) for _ in range(n_random))]
+             for layer in backend.layers}
+    out, scales = [], []
+    for k, d in enumerate(decisions):
+        own = own_delta(backend, d, placebo_seed, relabel)
+        g = torch.Generator().manual_seed(int(seed) * 100003 + k)  # fresh per decision
+        deltas = {}
+        for layer in backend.layers:
+            mid = own[layer] / 2  # axes are taken halfway to the agent's own steering
+            rows = [own[layer], torch.zeros(hidden)]
+            rows += [mid + sign * coef * true[layer][backend.traits.index(t)] for t in traits
+                     for sign in (1, -1)]
+            fresh = [torch.randn(hidden, generator=g) for _ in range(n_random)]
+            rows += [v / v.norm() * own[layer].norm() for v in fresh]
+            rows += [mid + sign * coef * fixed[layer][r] for r in range(n_random)
+                     for sign in (1, -1)]
+            deltas[layer] = torch.stack(rows)
+        first = min(backend.layers)
+        scales.append(float(own[first].norm()) / unit[first])
+        pick = [i for i, name in enumerate(names) if only is None or name in only]
+        lp = np.full((len(names), len(d.options)), np.nan)
+        lp[pick] = scorer.option_logprobs(backend.prompt_ids(d.system, d.user), d.options,
+                                          option_paths(backend, d.options),
+                                          backend._trie(d.options),
+                                          {layer: v[pick] for layer, v in deltas.items()})
+        out.append(lp)
+        if progress is not None:
+            progress()
+    return DecisionScores(decisions, names, out, coef, scales, tolerance, exact)
 
 
 MAX_CLOSER_TO_UNSTEERED = 0.2  # inexact dtypes: share of steered decisions allowed
@@ -285,106 +282,69 @@ def replay_check(scores: DecisionScores) -> Check:
               "closer_to_unsteered": float(closer_to_none), "steered_decisions": float(steered)})
 
 
-def agent_coordinates(scores: DecisionScores, axes: dict[str, str]) -> tuple[list[str], dict]:
-    """Per agent, least-squares coordinates of its own shift on the given axes.
 
-    `axes` maps a label to a direction name. Returns (agents, {label: array over agents}).
+def decision_checks(run: RunDir, backend: Any, steered: list[str], vcfg: Any, knob: Any,
+                    relabel: dict[str, str] | None = None,
+                    progress: Any = None) -> tuple[list[Check], dict]:
+    """The in-situ decision checks of a run, and the numbers behind them (for JSON).
+
+    `relabel`: replay a control run known to have steered each trait's alpha with another
+    trait's vector ({trait: vector used}); `progress(n=1, total=None)`: told the number
+    of sampled decisions, then called once per re-scored decision.
     """
-    by_agent: dict[str, list[int]] = {}
-    for k, d in enumerate(scores.decisions):
-        by_agent.setdefault(d.agent_id, []).append(k)
-    agents = sorted(by_agent)
-    coords = {label: np.zeros(len(agents)) for label in axes}
-    for n, a in enumerate(agents):
-        ks = by_agent[a]
-        y = np.concatenate([scores.own_shift(k) for k in ks])
-        basis = np.stack([np.concatenate([scores.axis(k, axes[label]) for k in ks])
-                          for label in axes], 1)
-        beta = np.linalg.lstsq(basis, y, rcond=None)[0]
-        for m, label in enumerate(axes):
-            coords[label][n] = beta[m]
-    return agents, coords
-
-
-def class_shifts(scores: DecisionScores, direction: str, n_boot: int, seed: int) -> dict:
-    """{class: (mean, ci_low, ci_high)}: change of P(class) per unit coefficient along
-    `direction`, averaged over the decisions where the class was offered."""
-    per_class: dict[str, list[float]] = {}
-    for k, d in enumerate(scores.decisions):
-        ax = scores.axis(k, direction)
-        classes = [option_class(o) for o in d.options]
-        for c in dict.fromkeys(classes):
-            per_class.setdefault(c, []).append(
-                float(sum(v for v, oc in zip(ax, classes, strict=True) if oc == c)))
-    out = {}
-    for c, vals in sorted(per_class.items()):
-        v = np.array(vals)
-        lo, hi = bootstrap_ci(len(v), lambda ix, v=v: float(v[ix].mean()), n_boot, seed)
-        out[c] = (float(v.mean()), lo, hi)
-    return out
-
-
-def trait_checks(scores: DecisionScores, traits: list[str], n_random: int, n_boot: int = 1000,
-                 seed: int = 0) -> list[Check]:
-    """One required check per steered trait (see the module doc)."""
-    axes = {t: f"{AXIS_PREFIX}{t}" for t in traits}
-    agents, coords = agent_coordinates(scores, axes)
-    first = {}
-    for d in scores.decisions:
-        first.setdefault(d.agent_id, d.alphas)
-    checks = []
-    for k, t in enumerate(traits):
-        x = np.array([first[a][t] for a in agents])
-        y = coords[t]
-        if len(agents) < 3 or np.ptp(x) < 1e-9:
-            checks.append(Check(f"decisions.{t}", False, True, "not enough variation",
-                                detail=f"{len(agents)} agents; the coefficient of {t} must vary"))
-            continue
-        rho = spearman(x, y)
-        lo, hi = bootstrap_ci(len(agents), lambda ix, x=x, y=y: spearman(x[ix], y[ix]),
-                              n_boot, seed + k)
-        rand_rho = []
-        for r in range(n_random):
-            swapped = {**axes, t: f"R{r}"}
-            _, rc = agent_coordinates(scores, swapped)
-            rand_rho.append(spearman(x, rc[t]))
-        best_random = max(rand_rho)
-        ok = lo > 0 and rho > best_random
-        shifts = class_shifts(scores, axes[t], n_boot, seed + k)
-        checks.append(Check(
-            f"decisions.{t}", ok, True,
-            f"Spearman(agent {t} coefficient, its decisions' shift along the {t} axis) "
-            f"{rho:+.2f} (95% CI {lo:+.2f}..{hi:+.2f}), {len(agents)} agents x "
-            f"{len(scores.decisions) / len(agents):.1f} decisions; best of {n_random} random "
-            f"axes {best_random:+.2f}; P(class) per unit {t}: "
-            + ", ".join(f"{c} {m:+.3f} [{a:+.3f}..{b:+.3f}]" for c, (m, a, b) in shifts.items()),
-            data={"rho": rho, "ci_low": lo, "ci_high": hi, "random_max": best_random,
-                  "agents": float(len(agents)),
-                  **{f"shift_{c}": m for c, (m, _, _) in shifts.items()},
-                  **{f"shift_{c}_ci_low": a for c, (_, a, _) in shifts.items()},
-                  **{f"shift_{c}_ci_high": b for c, (_, _, b) in shifts.items()}}))
-    return checks
-
-
-def decision_checks(run: RunDir, backend: Any, steered: list[str], vcfg: Any,
-                    knob: Any) -> tuple[list[Check], dict]:
-    """The in-situ decision checks of a run, and the numbers behind them (for JSON)."""
     decisions = sample_decisions(run, knob(vcfg, "decision_samples"), knob(vcfg, "seed"))
     if not decisions:
         return [Check("decisions", None, True, "not verified",
                       detail="the run has no logged decisions (older or imported run)")], {}
-    n_random = knob(vcfg, "random_directions")
+    if progress is not None:
+        progress(0, total=len(decisions))
     exact = backend.describe().get("dtype") == "float32"
     tol = knob(vcfg, "replay_tolerance") * (1 if exact else 50)
-    delivery, placebo = run_delivery(run.read_manifest())
-    scores = rescore(backend, decisions, steered, n_random, knob(vcfg, "decision_coefficient"),
-                     knob(vcfg, "seed"), tol, exact, delivery, placebo)
+    placebo = run_placebo_seed(run.read_manifest())
+    args = (backend, decisions, steered, knob(vcfg, "decision_random_directions"),
+            knob(vcfg, "decision_coefficient"), knob(vcfg, "seed"), tol, exact, placebo, relabel)
+    # Own and none first: a run whose logged decisions are not its own-steering replay, or
+    # whose steering never reached the residual stream (prompt, off), fails without the
+    # other conditions (the sabotaged runs verify in a fraction of the time).
+    scores = rescore(*args, only=("own", "none"))
     checks = [replay_check(scores)]
-    if steered:
-        checks += trait_checks(scores, steered, n_random, seed=knob(vcfg, "seed"))
+    no_own = all(s == 0 for s in scores.own_scale)
+    seed = knob(vcfg, "seed")
+    tv = np.array([total_variation(scores.probs(k, "own"), scores.probs(k, "none"))
+                   for k in range(len(decisions))])
+    tv_high = cluster_bootstrap_ci([d.agent_id for d in decisions],
+                                   lambda ix: float(tv[ix].mean()), seed=seed)[1]
+    too_small = not tv_high > knob(vcfg, "min_changed")
+    if not checks[0].passed or no_own or too_small:
+        why = ("the logged decisions are not the own-steering replay" if not checks[0].passed
+               else "no decision's steering reached the residual stream (mode "
+               + "/".join(sorted({d.mode for d in decisions})) + ")" if no_own
+               else f"steering changed too little: mean TV(own, none) {tv.mean():.4f}, CI "
+                    f"high {tv_high:.4f} <= the minimum effect {knob(vcfg, 'min_changed'):g}")
+        checks += [Check(name, False, True, "not scored further: " + why)
+                   for name in ["decisions.changed", *(f"decisions.{t}" for t in steered)]]
+    else:
+        rest = tuple(n for n in scores.names if n not in ("own", "none"))
+        more = rescore(*args, progress=progress, only=rest)
+        scores.logprobs = [np.where(np.isnan(a), b, a)
+                           for a, b in zip(scores.logprobs, more.logprobs, strict=True)]
+        data = scores.data(steered)
+        checks.append(changed_check(data, knob(vcfg, "min_changed"), seed=seed))
+        if steered:
+            checks += trait_checks(data, steered, seed=seed)
     detail = {"conditions": scores.names, "coefficient": scores.coef,
               "decisions": [{"agent_id": d.agent_id, "tick": d.tick, "options": list(d.options),
-                             "chosen": d.chosen, "logged_logprob": d.logprob,
-                             "logprobs": np.where(np.isfinite(lp), lp, None).tolist()}
-                            for d, lp in zip(decisions, scores.logprobs, strict=True)]}
+                             "chosen": d.chosen, "logged_logprob": d.logprob, "mode": d.mode,
+                             "alphas": d.alphas, "own_scale": s,
+                             "logprobs": [[float(v) if np.isfinite(v) else None for v in row]
+                                          for row in lp]}
+                            for d, lp, s in zip(decisions, scores.logprobs, scores.own_scale,
+                                                strict=True)]}
     return checks, detail
+
+
+def run_placebo_seed(manifest: dict) -> int | None:
+    """The run's placebo basis seed (fixed by the run's seed, which a fork keeps)."""
+    from steertown.steering.modes import placebo_seed
+
+    return placebo_seed(int((manifest.get("config") or {}).get("seed", 0)))

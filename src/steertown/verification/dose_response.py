@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from steertown.stats import DoseFit, dose_fit
 from steertown.steering.contrast_data import ContrastData, LikertItem, SituationItem
 from steertown.verification.readouts import (
     Scorer,
@@ -31,7 +32,6 @@ from steertown.verification.readouts import (
     norm_steer,
     random_directions,
 )
-from steertown.verification.stats import DoseFit, dose_fit
 
 
 def sweep_coefficients(coefficients: list[float], run_max_alpha: float = 0.0) -> list[float]:
@@ -130,13 +130,15 @@ def _fd(scores: dict[tuple[str, Steer], float], items: list[SituationItem], dire
 def run_sweep(backend: Any, data: ContrastData, plan: SweepPlan,
               directions: dict[str, dict[int, Any]] | None = None,
               trait_direction: dict[str, str] | None = None,
-              random: dict[str, dict[int, Any]] | None = None) -> SweepResult:
+              random: dict[str, dict[int, Any]] | None = None,
+              progress: Any = None) -> SweepResult:
     """Score the plan on `backend` and fit it.
 
     `directions` adds named per-layer vectors (the layer sweep steers a trait at a layer
     the backend's hooks do not cover); `trait_direction[t]` then names the direction
     that stands for trait t (default: the backend's own trait vector). `random` replaces
-    the plan's seeded random directions at the backend's layers.
+    the plan's seeded random directions at the backend's layers. `progress(n, total=)`
+    is told of every scored prompt.
     """
     t0 = time.perf_counter()
     rand = random if random is not None else random_directions(backend, plan.n_random, plan.seed)
@@ -158,6 +160,10 @@ def run_sweep(backend: Any, data: ContrastData, plan: SweepPlan,
     if plan.cross:  # every trait direction on every trait's items at +-c
         m_jobs += [(it, (tdir[i], s * c)) for i in plan.all_traits
                    for j in plan.all_traits for it in ctrl[j] for s in (-1, 1)]
+    if progress is not None:
+        progress(0, total=len({(it.id, norm_steer(st)) for it, st in m_jobs})
+                 + len({(it.id, norm_steer(st)) for it, st in l_jobs}))
+        scorer.on_rows = progress
     margins = margin_scores(scorer, m_jobs)
     likerts = likert_scores(scorer, l_jobs) if l_jobs else {}
     out: dict[str, TraitSweep] = {}

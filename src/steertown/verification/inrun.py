@@ -18,11 +18,11 @@ import numpy as np
 import torch
 
 from steertown.config import TRAITS
-from steertown.inference.residual import captured, forward_until, left_pad, pad_id
+from steertown.residual import captured, forward_until, left_pad, pad_id
+from steertown.stats import bootstrap_ci, rank_percentile, spearman
 from steertown.storage.run_dir import RunDir
 from steertown.verification.check import Check
 from steertown.verification.readouts import NEUTRAL_SYSTEM
-from steertown.verification.stats import bootstrap_ci, rank_percentile, spearman
 
 READBACK_USER = "What do you do or say next?"
 MAX_MESSAGE_TOKENS = 64

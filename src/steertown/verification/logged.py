@@ -11,6 +11,7 @@ import duckdb
 
 from steertown.config import TRAITS
 from steertown.storage.run_dir import RunDir, RunDirError
+from steertown.storage.run_tables import source_sql
 from steertown.verification.check import Check
 
 
@@ -20,7 +21,7 @@ def logged_checks(run: RunDir, num_files: int = 0, min_variance: float = 1e-4) -
     if not files:
         raise RunDirError(f"{run.table_dir('messages')}: no message files to verify")
     con = duckdb.connect()
-    con.execute(f"CREATE VIEW m AS SELECT * FROM read_parquet({[str(f) for f in files]!r})")
+    con.execute(f"CREATE VIEW m AS SELECT * FROM {source_sql(files)}")
     alpha = [f"alpha_{t}" for t in TRAITS]
     n, null_rows = con.execute(
         f"SELECT count(*), count(*) FILTER (WHERE {' OR '.join(a + ' IS NULL' for a in alpha)}) "
@@ -44,8 +45,11 @@ def logged_checks(run: RunDir, num_files: int = 0, min_variance: float = 1e-4) -
     agent_var = dict(zip(TRAITS, per_agent[:5], strict=True))
     row_var_by = dict(zip(TRAITS, row_var, strict=True))
     # Every steered trait must vary (one varying trait must not carry four constant ones).
-    still_rows = [t for t in steered if row_var_by[t] <= min_variance]
-    still_agents = [t for t in steered if agent_var[t] <= min_variance]
+    # Relative to the trait's scale (max |alpha|^2): a weakly steered run (strength 0.01)
+    # still varies; only constant alphas are "still".
+    scale = dict(zip(TRAITS, (v * v for v in max_abs), strict=True))
+    still_rows = [t for t in steered if row_var_by[t] <= min_variance * scale[t]]
+    still_agents = [t for t in steered if agent_var[t] <= min_variance * scale[t]]
     mean_traits = dict(zip(TRAITS, (m or 0.0 for m in means), strict=True))
     present = n > 0 and null_rows == 0
     return [

@@ -24,7 +24,7 @@ import torch
 
 from steertown.config import TRAITS, VerificationConfig
 from steertown.inference.backend import GenerationRequest
-from steertown.inference.residual import captured, left_pad, pad_id
+from steertown.residual import captured, left_pad, pad_id
 from steertown.steering.contrast_data import load_contrast_data
 from steertown.storage.run_dir import RunDir, atomic_write_json
 from steertown.verification.check import Check
@@ -249,11 +249,17 @@ def mech_alphas(traits: list[str], steered: list[str], strength: float) -> torch
 
 
 def run_model_checks(run: RunDir, manifest: dict, backend: Any, vcfg: Any = None,
-                     num_files: int = 0) -> list[Check]:
-    """All model-based checks for `run` on its loaded `backend` (see the module doc)."""
+                     num_files: int = 0, progress: Any = None,
+                     relabel: dict[str, str] | None = None) -> list[Check]:
+    """All model-based checks for `run` on its loaded `backend` (see the module doc).
+
+    `progress` (a `progress.Progress`) shows each stage with an ETA; `relabel` replays a
+    control run known to have steered each trait's alpha with another trait's vector."""
     from steertown.config import VerificationConfig
+    from steertown.verification.progress import Silent
 
     vcfg = vcfg if vcfg is not None else VerificationConfig()
+    progress = progress or Silent()
     msgs = load_run_messages(run, num_files)
     alpha_cols = {t: np.array(msgs[f"alpha_{t}"], dtype=float) for t in TRAITS}
     steered = [t for t in backend.traits if np.nanmax(np.abs(alpha_cols[t]), initial=0) > 1e-9]
@@ -274,19 +280,24 @@ def run_model_checks(run: RunDir, manifest: dict, backend: Any, vcfg: Any = None
                      likert_items=knob(vcfg, "likert_items"),
                      seed=knob(vcfg, "seed"), likert=knob(vcfg, "likert"),
                      cross=knob(vcfg, "cross_trait"), all_traits=list(backend.traits))
-    result = run_sweep(backend, load_contrast_data(), plan)
+    with progress.stage("dose-response (held-out items)", 1) as step:
+        result = run_sweep(backend, load_contrast_data(), plan, progress=step)
     checks += dose_checks(result, steered, vcfg)
     checks += control_checks(result, steered, vcfg)
     timings["dose_response"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    dchecks, decision_detail = decision_checks(run, backend, steered, vcfg, knob)
+    with progress.stage("decisions in situ", knob(vcfg, "decision_samples")) as step:
+        dchecks, decision_detail = decision_checks(run, backend, steered, vcfg, knob, relabel,
+                                                   step)
     checks += dchecks
     timings["decisions"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    inrun = inrun_checks(backend, msgs, steered, vcfg.min_rho,
-                         knob(vcfg, "messages_per_agent"), seed=knob(vcfg, "seed"))
+    with progress.stage("in-run text", 1) as step:
+        inrun = inrun_checks(backend, msgs, steered, vcfg.min_rho,
+                             knob(vcfg, "messages_per_agent"), seed=knob(vcfg, "seed"))
+        step()
     checks += inrun
     timings["inrun"] = time.perf_counter() - t0
 
@@ -297,7 +308,9 @@ def run_model_checks(run: RunDir, manifest: dict, backend: Any, vcfg: Any = None
 
     t0 = time.perf_counter()
     if steered:
-        checks.append(check_coherence(backend, steered, run_max, vcfg))
+        with progress.stage("coherence", 1) as step:
+            checks.append(check_coherence(backend, steered, run_max, vcfg))
+            step()
     timings["coherence"] = time.perf_counter() - t0
 
     if not steered:

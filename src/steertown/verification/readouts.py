@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from steertown.inference.residual import added, left_pad, pad_id, right_pad
+from steertown.residual import added, left_pad, pad_id, right_pad
 from steertown.steering.contrast_data import LikertItem, SituationItem
 
 NEUTRAL_SYSTEM = "You are a resident of a small town."
@@ -78,6 +78,8 @@ class Scorer:
         self.extra = extra_directions or {}
         self.batch_size = batch_size
         self.forward_tokens = 0  # padded tokens pushed through the model (cost accounting)
+        # Called once per forward batch with the number of prompts in it (progress bars).
+        self.on_rows: Callable[[int], None] = lambda n: None
 
     def _steering(self, steers: Sequence[Steer]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         alphas = torch.zeros(len(steers), len(self.traits))
@@ -128,6 +130,7 @@ class Scorer:
         out: list[torch.Tensor | None] = [None] * len(seqs)
         model, head = self.b.model, self.b.model.get_output_embeddings()
         for idx in self._batches([len(q) for q in seqs]):
+            self.on_rows(len(idx))
             ids, mask, pos = self._left_pad([seqs[i] for i in idx])
             alphas, extra = self._steering([steers[i] for i in idx])
             with self.b.steered(alphas), added(model, extra):
@@ -156,6 +159,7 @@ class Scorer:
         lengths = [len(p) + max(map(len, tails[i])) for i, p in enumerate(prompts)]
         with torch.no_grad():
             for idx in self._tail_batches(lengths, [len(t) for t in tails]):
+                self.on_rows(len(idx))
                 ids, mask, pos = self._left_pad([prompts[i] for i in idx])
                 alphas, extra = self._steering([steers[i] for i in idx])
                 counts = torch.tensor([len(tails[i]) for i in idx])

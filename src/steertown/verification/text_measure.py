@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from steertown.stats import bootstrap_ci, spearman
 from steertown.verification.check import Check
-from steertown.verification.stats import bootstrap_ci, spearman
 
 MIN_AGENTS = 3
 

@@ -7,7 +7,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from steertown.config import TRAITS, RunConfig, agent_ids
-from steertown.world.economy import START_COINS, START_ENERGY
+
+# Starting resources (world.economy's rules move them from here).
+START_COINS = 5
+MAX_ENERGY = 10
+START_ENERGY = MAX_ENERGY
 
 FIRST_NAMES = (
     "Ada", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "June", "Kai", "Lena",

@@ -1,0 +1,81 @@
+"""One reader of a run: `RunDir.config()` (the manifest's config with the schema's
+defaults, old keys upgraded) and `RunDir.connect()` (one DuckDB view per table), used by
+tracking, the report, compare and the analysis alike."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from synthetic_run import ACTIONS, build_run
+
+from steertown.config_loading import steering_mode, steering_mode_of_params
+from steertown.storage.run_dir import RunDir, RunDirError
+
+
+def _old_run(tmp_path, steering: dict):
+    """The synthetic run with its manifest's steering block as an older version wrote it."""
+    run = build_run(tmp_path)
+    rd = RunDir(run)
+    m = rd.read_manifest()
+    m["config"]["steering"] = {k: v for k, v in m["config"]["steering"].items() if k != "mode"}
+    m["config"]["steering"].update(steering)
+    del m["config"]["inference"]["top_p"]  # a key added later: the schema's default
+    rd.write_manifest(m)
+    return rd
+
+
+def test_config_of_an_old_run_reads_enabled_false_as_off(tmp_path):
+    rd = _old_run(tmp_path, {"enabled": False})
+    cfg = rd.config()
+    assert cfg.steering.mode == "off"
+    assert cfg.inference.top_p == 0.9  # the default
+    assert steering_mode(rd.read_manifest()["config"]) == "off"
+    assert steering_mode({}) == "vectors"  # no steering block: the schema's default
+    assert steering_mode_of_params({"steering.enabled": "False"}) == "off"
+    assert steering_mode_of_params({"steering.mode": "placebo"}) == "placebo"
+
+
+def test_old_run_is_tagged_off_in_mlflow(tmp_path):
+    from mlflow import MlflowClient
+
+    from steertown.tracking import RunTracker
+
+    rd = _old_run(tmp_path, {"enabled": False})
+    m = rd.read_manifest()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with RunTracker(uri) as tr:
+        mlflow_id = tr.start(m["config"], m)
+    assert MlflowClient(uri).get_run(mlflow_id).data.tags["steering_mode"] == "off"
+
+
+def test_report_note_reads_the_mode_through_the_reader(tmp_path):
+    from steertown.analysis.report import write_report
+
+    rd = _old_run(tmp_path, {"enabled": False})
+    page = write_report(rd.path, tmp_path / "reports")
+    assert "steering.mode=off" in page.read_text()
+
+
+def test_config_of_a_directory_without_one(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"run_id": "x"}))
+    with pytest.raises(RunDirError, match="no config"):
+        RunDir(tmp_path).config()
+
+
+def test_connect_views_every_table(tmp_path):
+    rd = RunDir(build_run(tmp_path))
+    con = rd.connect()
+    n = sum(len(v) for v in ACTIONS.values())
+    assert con.execute("SELECT count(*) FROM actions").fetchone()[0] == n
+    assert con.execute("SELECT count(*) FROM agents").fetchone()[0] == 4
+    assert con.execute("SELECT count(*) FROM society").fetchone()[0] == 0  # empty, typed view
+    assert con.execute(f"SELECT count(*) FROM {rd.sql_source('actions')}").fetchone()[0] == n
+
+
+def test_parquet_views_are_written_in_one_place():
+    """`read_parquet(` appears in the core only in storage/run_tables.py."""
+    r = subprocess.run(["grep", "-rln", "read_parquet(", "src/steertown"], capture_output=True,
+                       text=True, cwd=RunDir(__file__).path.parent.parent)
+    assert r.stdout.split() == ["src/steertown/storage/run_tables.py"]
