@@ -5,7 +5,7 @@ reflect every 5, 48 tokens; seed 3) simulated for `--ticks` ticks by each varian
 process, one after another (models loaded first and excluded):
 
 - torch float32: the exactness reference;
-- onnx, levers on: the ONNX backend as it runs by default;
+- onnx, default levers: the ONNX backend as it runs by default;
 - onnx, levers off: every lever of bench/onnx_levers.py off (the earlier ONNX path).
 
 Each variant's action messages (and reflections) are compared with torch float32's,
@@ -37,16 +37,16 @@ def _messages(run_dir: Path) -> dict[tuple, str]:
 def identity(table, ticks: int, overrides: list[str] | None = None) -> dict[str, Any]:
     """Run every variant for `ticks` ticks; rows into `table`; counts and speeds as a dict."""
     from bench.backends import load_variants
-    from bench.onnx_levers import LEVERS
+    from bench.onnx_levers import LEVERS, defaults
     from steertown.inference import get_embedder
     from steertown.inference.prefix_cache import PrefixKVCache
 
     cfg = fast_config([f"seed={SEED}", *(overrides or [])])
     loaded = load_variants(cfg, ["torch float32", "onnx float32"])
     onnx = loaded["onnx float32"]
-    defaults = {lever: getattr(onnx, lever) for lever in LEVERS}
+    before = {lever: getattr(onnx, lever) for lever in LEVERS}
     variants = [("torch float32", loaded["torch float32"], None),
-                ("onnx, levers on", onnx, {k: True for k in LEVERS}),
+                ("onnx, default levers", onnx, defaults()),
                 ("onnx, levers off", onnx, {k: False for k in LEVERS})]
     embedder = get_embedder(cfg.memory.embedder)
     facts: dict[str, Any] = {"ticks": ticks, "seed": SEED}
@@ -73,6 +73,6 @@ def identity(table, ticks: int, overrides: list[str] | None = None) -> dict[str,
             facts[name] = {"seconds_per_tick": round(per_tick, 3), "actions_identical": same,
                            "actions": len(acts), "messages_identical": same_all,
                            "messages": len(ref)}
-    for lever, on in defaults.items():
+    for lever, on in before.items():
         setattr(onnx, lever, on)
     return facts

@@ -7,7 +7,9 @@ action tick and the reflection tick of bench/workload.json, default and lever al
 compared with the row-by-row ONNX path and with torch float32 (the exactness reference).
 
 - `batched_rest`: the rest of each prompt after the cached prefix in one batched pass
-  (inference/onnx_rest_graph.py) instead of one row at a time on the GQA graph.
+  (inference/onnx_rest_graph.py) instead of one row at a time on the GQA graph;
+- `bound_decode`: decode steps on preallocated KV buffers bound as past and present
+  (inference/onnx_bound.py) instead of passing and returning the cache as arrays.
 """
 
 from __future__ import annotations
@@ -25,9 +27,14 @@ def _set(backend, lever: str, on: bool) -> None:
 
 LEVERS = {"batched_rest": "rest of prompt prefilled in one batched pass (vs row by row)",
           "bound_decode": "decode on shared preallocated KV buffers (IOBinding, no copy per step)"}
-# What the backend's defaults are; each lever is measured against its own off state with
-# the others at these values.
-DEFAULTS = {"batched_rest": True, "bound_decode": False}
+
+
+def defaults() -> dict[str, bool]:
+    """The backend's defaults (OnnxBackend class attributes): each lever is measured on vs
+    off with the others at these values."""
+    from steertown.inference.onnx_backend import OnnxBackend
+
+    return {lever: bool(getattr(OnnxBackend, lever)) for lever in LEVERS}
 
 
 def phase_seconds(backend, w: Ticks, bs: int) -> dict[str, float]:
@@ -68,7 +75,8 @@ def levers(table, cfg: RunConfig, ticks: Ticks, reps: int = 2) -> dict[str, Any]
     torch32, onnx = loaded["torch float32"], loaded["onnx float32"]
     reflect = cfg.optimization.reflect_every_n_ticks
     work = {"action tick": [ticks[0]], "reflection tick": [ticks[min(reflect, len(ticks)) - 1]]}
-    for lever, on in DEFAULTS.items():
+    default = defaults()
+    for lever, on in default.items():
         _set(onnx, lever, on)
     for b in (torch32, onnx):
         warm_prefixes(b, work["action tick"] + work["reflection tick"])
@@ -78,7 +86,7 @@ def levers(table, cfg: RunConfig, ticks: Ticks, reps: int = 2) -> dict[str, Any]
         n = sum(len(t) for t in w)
         ref, _, _ = replay(torch32, w, bs)
         ph = phase_seconds(onnx, w, bs)
-        table.add("onnx phase", f"{label} ({n} req): prefill (rest row by row, prefix warm)",
+        table.add("onnx phase", f"{label} ({n} req): prefill (default levers, prefix warm)",
                   ph["prefill"], ph["prefill"] / ph["total"], "ratio = share of the tick's model time")
         table.add("onnx phase", f"{label} ({n} req): decode steps", ph["decode"],
                   ph["decode"] / ph["total"], "ratio = share of the tick's model time")
@@ -92,7 +100,7 @@ def levers(table, cfg: RunConfig, ticks: Ticks, reps: int = 2) -> dict[str, Any]
                     out, s, _ = replay(onnx, w, bs)
                     best[on] = min(best[on], s)
                     outs[on] = out
-            _set(onnx, lever, DEFAULTS[lever])
+            _set(onnx, lever, default[lever])
             same_off = sum(outs[True][k] == outs[False][k] for k in outs[False])
             same_ref = sum(outs[True][k] == ref[k] for k in ref)
             off_ref = sum(outs[False][k] == ref[k] for k in ref)

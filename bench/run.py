@@ -366,7 +366,7 @@ def run_identity(args: argparse.Namespace) -> int:
                     "float32 vs ONNX (bench/run.py --identity)", info, table.markdown())
     print(table.markdown())
     print(json.dumps(facts, indent=1))
-    onnx = facts["onnx, levers on"]
+    onnx = facts["onnx, default levers"]
     return 0 if onnx["actions_identical"] == onnx["actions"] else 1
 
 

@@ -77,13 +77,15 @@ class OnnxBackend(DecodeLoop):
 
     name = "onnx"
     supports_placebo = True  # steer_inputs uses each row's basis (steering.mode=placebo)
-    # The rest of each prompt (after the cached prefix) prefilled in one batched pass on
-    # the standard-op attention graph; False = one row at a time on the GQA graph (bench A/B:
-    # reflection tick 1.40x, action tick 0.96x, outputs identical; bench/RESULTS.md).
-    batched_rest = True
+    # The rest of each prompt (after the cached prefix) prefilled in one batched pass on the
+    # standard-op attention graph (onnx_rest_graph) instead of one row at a time on the GQA
+    # graph. Exact (same tokens) but not faster on 2 cores (bench/RESULTS.md, onnx-levers:
+    # action tick 0.95x, reflection tick 0.88x), so off; kept for the bench A/B.
+    batched_rest = False
     # Decode steps on preallocated KV buffers bound as both past and present (onnx_bound):
-    # no copy of the cache per step. False = `session.run` with the cache as arrays.
-    bound_decode = False
+    # no copy of the cache per step. Bitwise the same logits; 1.08x action tick, 1.16x
+    # reflection tick (bench/RESULTS.md, onnx-levers). False = `session.run` with arrays.
+    bound_decode = True
 
     def __init__(self, cfg: RunConfig, reference: TransformersBackend | None = None) -> None:
         import onnxruntime as ort
