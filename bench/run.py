@@ -1,8 +1,12 @@
 """steertown benchmark: `make bench` (quick, a few minutes), `make bench ARGS=--full`.
 
 On request: `ARGS=--backends` (torch fp32 / torch bf16 / ONNX side by side on the recorded
-action and reflection ticks) and `ARGS="--full-arm --backend onnx"` (the whole fast arm
-end to end); see bench/backends.py. Each writes its own block of bench/RESULTS.md.
+action and reflection ticks), `ARGS=--onnx-levers` (each ONNX lever on vs off, see
+bench/onnx_levers.py), `ARGS=--processes` (two 1-thread runs at once vs one all-core run,
+bench/processes.py), `ARGS=--mock-scale` (10,000 mock agents x 100 ticks and the report,
+bench/mock_scale.py), `ARGS="--identity --ticks 12"` (torch float32 vs ONNX on the same
+fast-arm ticks, bench/identity.py) and `ARGS="--full-arm --backend onnx"` (the whole fast arm end to
+end); see bench/backends.py. Each writes its own block of bench/RESULTS.md.
 
 A fixed workload (the generation requests of a few ticks of a seeded fast-arm run,
 recorded once to bench/workload.json with `--record`) is replayed through:
@@ -315,6 +319,74 @@ def run_backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_onnx_levers(args: argparse.Namespace) -> int:
+    """`--onnx-levers`: each ONNX backend lever on vs off on the recorded ticks."""
+    from bench.onnx_levers import levers
+
+    cfg = fast_config(args.set)
+    info = machine()
+    table = Table()
+    facts = levers(table, cfg, load_workload(args.workload), reps=2)
+    info = {**machine(), "date": info["date"]}
+    if not args.no_write:
+        write_block(RESULTS, "onnx-levers", "ONNX backend levers on the recorded workload "
+                    "(bench/run.py --onnx-levers)", info, table.markdown())
+    print(table.markdown())
+    print(json.dumps(facts, indent=1))
+    return 0
+
+
+def run_processes(args: argparse.Namespace) -> int:
+    """`--processes`: two 1-thread runs at once vs one all-core run after another."""
+    from bench.processes import measure
+
+    info = machine()
+    table = Table()
+    facts = measure(args.ticks, table)
+    info = {**machine(), "date": info["date"]}
+    if not args.no_write:
+        write_block(RESULTS, "processes", "Independent runs: 2 processes x 1 thread vs 1 "
+                    f"process on all cores (bench/run.py --processes --ticks {args.ticks})",
+                    info, table.markdown())
+    print(table.markdown())
+    print(json.dumps(facts, indent=1))
+    return 0
+
+
+def run_identity(args: argparse.Namespace) -> int:
+    """`--identity`: the same fast-arm ticks on torch float32 and ONNX, message by message."""
+    from bench.identity import identity
+
+    info = machine()
+    table = Table()
+    facts = identity(table, args.ticks, args.set)
+    info = {**machine(), "date": info["date"]}
+    if not args.no_write:
+        write_block(RESULTS, "identity", f"Identity check: {args.ticks} fast-arm ticks, torch "
+                    "float32 vs ONNX (bench/run.py --identity)", info, table.markdown())
+    print(table.markdown())
+    print(json.dumps(facts, indent=1))
+    onnx = facts["onnx, default levers"]
+    return 0 if onnx["actions_identical"] == onnx["actions"] else 1
+
+
+def run_mock_scale(args: argparse.Namespace) -> int:
+    """`--mock-scale`: 10,000 agents x 100 ticks on the mock backend, report included."""
+    from bench.mock_scale import measure
+
+    info = machine()
+    table = Table()
+    facts = measure(table)
+    info = {**machine(), "date": info["date"]}
+    if not args.no_write:
+        write_block(RESULTS, "mock-scale", "Mock scale: 10,000 agents x 100 ticks, hashing "
+                    "embedder, report rendered (bench/run.py --mock-scale)", info,
+                    table.markdown())
+    print(table.markdown())
+    print(json.dumps(facts, indent=1))
+    return 0 if facts["total_s"] < 120 else 1
+
+
 def run_full_arm(args: argparse.Namespace) -> int:
     """`--full-arm`: the whole fast arm end to end on one backend."""
     from bench.backends import full_arm
@@ -349,10 +421,20 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--tiny", action="store_true", help="mock backend, seconds (tests)")
     g.add_argument("--backends", action="store_true",
                    help="torch fp32 vs torch bf16 vs onnx on the recorded action/reflection ticks")
+    g.add_argument("--onnx-levers", action="store_true",
+                   help="each ONNX backend lever on vs off on the recorded ticks")
+    g.add_argument("--processes", action="store_true",
+                   help="two 1-thread runs at once vs one all-core run after another")
+    g.add_argument("--identity", action="store_true",
+                   help="--ticks fast-arm ticks on torch float32 vs ONNX, message by message")
+    g.add_argument("--mock-scale", action="store_true",
+                   help="10,000 agents x 100 ticks on the mock backend, report rendered")
     g.add_argument("--full-arm", action="store_true",
                    help="the whole fast arm (200 ticks) end to end on --backend (long)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
                    help="model.backend for --full-arm (default auto, as a run)")
+    p.add_argument("--ticks", type=int, default=5,
+                   help="ticks per run for --processes and --identity")
     p.add_argument("--dtype", default=None, help="model.dtype for --full-arm (default: auto)")
     p.add_argument("--model", default=None, help="model config group (default: the arm's)")
     p.add_argument("--record", type=int, default=0, metavar="TICKS",
@@ -370,6 +452,14 @@ def main(argv: list[str] | None = None) -> int:
         return run_backends(args)
     if args.full_arm:
         return run_full_arm(args)
+    if args.onnx_levers:
+        return run_onnx_levers(args)
+    if args.processes:
+        return run_processes(args)
+    if args.mock_scale:
+        return run_mock_scale(args)
+    if args.identity:
+        return run_identity(args)
     if args.record:
         args.workload.unlink(missing_ok=True)
     mode = "full" if args.full else "tiny" if args.tiny else "quick"

@@ -151,3 +151,20 @@ def test_kill_after_a_checkpoint_then_resume_is_exact_on_onnx(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "restored_from 2" in r.stdout or "restored_from 4" in r.stdout, r.stdout
     assert_same_run(tmp_path / "dumps" / "ref", run_dir)
+
+
+@pytest.mark.parametrize("lever", ["batched_rest", "bound_decode"])
+def test_each_speed_lever_keeps_the_tokens(onnx, lever):
+    """Batched rest-of-prompt prefill and decode on bound KV buffers change speed only:
+    the same texts, options and option log-probs as with the lever off (sampling on)."""
+    onnx.cfg.inference.temperature = 0.8
+    onnx.cfg.optimization.prefix_cache = True
+    default = getattr(onnx, lever)
+    try:
+        setattr(onnx, lever, True)
+        on = onnx.generate_batch(_requests())
+        setattr(onnx, lever, False)
+        off = onnx.generate_batch(_requests())
+    finally:
+        setattr(onnx, lever, default)
+    assert [_facts(g) for g in on] == [_facts(g) for g in off]

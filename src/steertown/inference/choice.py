@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from functools import lru_cache
 from pathlib import Path
 
 from steertown.config import ConfigError, RunConfig
@@ -31,9 +30,9 @@ from steertown.extras import install_hint
 ONNX_MISSING_FIX = f"{install_hint('onnx')} or set model.backend=torch"
 
 
-@lru_cache(maxsize=1)
 def onnxruntime_version() -> str | None:
-    """The importable onnxruntime's version, or None when it does not import."""
+    """The importable onnxruntime's version, or None when it does not import (not cached:
+    after the first import this is a dictionary lookup, and tests may hide the module)."""
     try:
         return importlib.import_module("onnxruntime").__version__
     except Exception:  # noqa: BLE001 (a broken install counts as absent, with any error)

@@ -16,9 +16,12 @@ The torch model is loaded too, as `reference`: it computes or loads the trait ve
 provides the tokenizer, and runs the verification passes that read or patch the
 residual stream (`hidden_at`, `steered`, readouts). Generation never touches it.
 
-The steered prefix KV cache works as in the torch backend, except that the rest of each
-prompt is prefilled one row at a time (the graph's attention refuses a multi-token input
-on top of a cache for more than one row), then the rows' caches are right-padded together.
+The steered prefix KV cache works as in the torch backend. The graph's attention
+(GroupQueryAttention) refuses a multi-token input on top of a cache for more than one
+row, so the rest of each prompt is prefilled on a second graph with the same weights
+whose attention is written in standard ops (onnx_rest_graph): all rows in one pass, each
+row's keys laid out as GroupQueryAttention lays them out, so decoding continues on the
+GQA graph. `batched_rest = False` prefills row by row on the GQA graph instead.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ import torch
 from steertown.config import RunConfig
 from steertown.inference.backend import GenerationRequest
 from steertown.inference.decode_loop import DecodeLoop
+from steertown.inference.onnx_bound import BoundStepper
 from steertown.inference.onnx_export import ensure_onnx_model
+from steertown.inference.onnx_rest_graph import ensure_rest_graph, rest_feeds
 from steertown.inference.prefix_cache import PrefixKVCache
 from steertown.inference.transformers_backend import TransformersBackend
 from steertown.residual import right_pad
@@ -72,6 +77,15 @@ class OnnxBackend(DecodeLoop):
 
     name = "onnx"
     supports_placebo = True  # steer_inputs uses each row's basis (steering.mode=placebo)
+    # The rest of each prompt (after the cached prefix) prefilled in one batched pass on the
+    # standard-op attention graph (onnx_rest_graph) instead of one row at a time on the GQA
+    # graph. Exact (same tokens) but not faster on 2 cores (bench/RESULTS.md, onnx-levers:
+    # action tick 0.95x, reflection tick 0.88x), so off; kept for the bench A/B.
+    batched_rest = False
+    # Decode steps on preallocated KV buffers bound as both past and present (onnx_bound):
+    # no copy of the cache per step. Bitwise the same logits; 1.08x action tick, 1.16x
+    # reflection tick (bench/RESULTS.md, onnx-levers). False = `session.run` with arrays.
+    bound_decode = True
 
     def __init__(self, cfg: RunConfig, reference: TransformersBackend | None = None) -> None:
         import onnxruntime as ort
@@ -103,6 +117,8 @@ class OnnxBackend(DecodeLoop):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(self.onnx_dir / "model.onnx"), opts,
                                             providers=["CPUExecutionProvider"])
+        self._session_options = opts
+        self._rest_session = None  # the batched rest-prefill graph, loaded on first use
         self.session_seconds = round(time.perf_counter() - t0, 2)
         names = [i.name for i in self.session.get_inputs()]
         self.past_names = [n for n in names if n.startswith("past_key_values.")]
@@ -110,6 +126,9 @@ class OnnxBackend(DecodeLoop):
         self.fetch = ["logits"] + [n.replace("past_key_values.", "present.") for n in self.past_names]
         kv = next(i for i in self.session.get_inputs() if i.name == self.past_names[0])
         self._kv_heads, self._head_dim = int(kv.shape[1]), int(ref.model.config.head_dim)
+        mc = ref.model.config
+        self._max_position = int(mc.max_position_embeddings)
+        self._group = int(mc.num_attention_heads) // int(mc.num_key_value_heads)
         self._dirs = {k: ref.vectors.steering_matrix(k).float().numpy() for k in self.layers}
         self.vocab_size = ref.vocab_size
         self.prefix_kv = PrefixKVCache()
@@ -164,24 +183,28 @@ class OnnxBackend(DecodeLoop):
               alphas: torch.Tensor) -> tuple[torch.Tensor, _OrtStepper, list[str]]:
         steer = self.steer_inputs(alphas, [r.placebo_seed for r in requests])
         lengths = np.asarray([len(p) for p in prompts], dtype=np.int64)
+        # Room for the longest prompt plus the largest token budget (bound decode).
+        capacity = int(lengths.max()) + max(int(r.max_new_tokens) for r in requests) + 1
+
+        def stepper(present: list[np.ndarray]):
+            if self.bound_decode:
+                return BoundStepper(self, present, lengths, steer, capacity)
+            return _OrtStepper(self, present, lengths, steer)
+
         if self.cfg.optimization.prefix_cache:
             done = self._open_two_phase(requests, prompts, alphas, steer)
             if done is not None:
                 logits, present, state = done
-                return logits, _OrtStepper(self, present, lengths, steer), state
+                return logits, stepper(present), state
         ids, mask = right_pad(prompts, self._pad_id)
         out = self._run(ids.numpy(), mask.numpy(), lengths - 1, steer, None)
-        return (torch.from_numpy(out[0][:, 0, :]), _OrtStepper(self, out[1:], lengths, steer),
-                ["off"] * len(prompts))
+        return torch.from_numpy(out[0][:, 0, :]), stepper(out[1:]), ["off"] * len(prompts)
 
     def _open_two_phase(self, requests: list[GenerationRequest], prompts: list[list[int]],
                         alphas: torch.Tensor, steer: dict[str, np.ndarray]):
-        """Prefix KV from the cache (misses computed row by row), then each row's rest.
-
-        The graph's attention takes a multi-token input on top of a cache only for one
-        row at a time, so the rest of each prompt is prefilled row by row (still many
-        tokens per pass), and the rows' caches are then right-padded into one batch.
-        """
+        """Prefix KV from the cache (misses computed row by row), then each row's rest:
+        in one pass on the rest graph (`batched_rest`), or row by row on the GQA graph
+        (still many tokens per pass) with the rows' caches right-padded into one batch."""
         pre = [self.prefix_ids(r.system) for r in requests]
         if any(len(p) >= len(q) or q[:len(p)] != p for p, q in zip(pre, prompts, strict=True)):
             return None  # template does not split cleanly: single-phase prefill
@@ -200,6 +223,9 @@ class OnnxBackend(DecodeLoop):
             fresh[keys[i]] = list(zip(arrs[0::2], arrs[1::2], strict=True))  # stored as pairs
             self.prefix_kv.put(keys[i], fresh[keys[i]])
         kvs = [kv if kv is not None else fresh[keys[i]] for i, kv in enumerate(kvs)]
+        if self.batched_rest:
+            logits, present = self._rest_batched(pre, prompts, kvs, steer)
+            return logits, present, state
         logits, rows = [], []
         for i, (p, q) in enumerate(zip(pre, prompts, strict=True)):
             rest = np.asarray([q[len(p):]])
@@ -217,6 +243,40 @@ class OnnxBackend(DecodeLoop):
             present.append(buf)
         return torch.from_numpy(np.stack(logits)), present, state
 
+    @property
+    def rest_session(self):
+        """The session of the batched rest-prefill graph (built and loaded on first use)."""
+        if self._rest_session is None:
+            import onnxruntime as ort
+
+            self._rest_session = ort.InferenceSession(
+                str(ensure_rest_graph(self.onnx_dir)), self._session_options,
+                providers=["CPUExecutionProvider"])
+        return self._rest_session
+
+    def _rest_batched(self, pre: list[list[int]], prompts: list[list[int]], kvs: list,
+                      steer: dict[str, np.ndarray]) -> tuple[torch.Tensor, list[np.ndarray]]:
+        """Every row's rest of prompt in one pass on top of its prefix KV (rest graph)."""
+        n_pre = [len(p) for p in pre]
+        n_rest = [len(q) - len(p) for p, q in zip(pre, prompts, strict=True)]
+        width, rest = max(n_pre), max(n_rest)
+        past = []
+        for layer in range(len(kvs[0])):
+            for half in (0, 1):  # keys, values
+                buf = np.zeros((len(pre), self._kv_heads, width, self._head_dim), np.float32)
+                for i, kv in enumerate(kvs):
+                    buf[i, :, :n_pre[i]] = kv[layer][half].numpy()
+                past.append(buf)
+        ids = np.full((len(pre), rest), self._pad_id, np.int64)
+        for i, (p, q) in enumerate(zip(pre, prompts, strict=True)):
+            ids[i, :n_rest[i]] = q[len(p):]
+        feeds = {"input_ids": ids, "attention_mask": np.ones((len(pre), width + rest), np.int64),
+                 "logits_index": (np.asarray(n_rest, np.int64) - 1)[:, None, None], **steer,
+                 **dict(zip(self.past_names, past, strict=True)),
+                 **rest_feeds(n_pre, n_rest, self._max_position, self._group)}
+        out = self.rest_session.run(self.fetch, feeds)
+        return torch.from_numpy(out[0][:, 0, :]), out[1:]
+
     def describe(self) -> dict[str, Any]:
         """The torch reference's description, with what differs on this runtime."""
         import onnxruntime as ort
@@ -229,8 +289,11 @@ class OnnxBackend(DecodeLoop):
             "onnx_from_cache": self.onnx_from_cache, "session_seconds": self.session_seconds,
             "reference": f"torch {d.get('dtype')} (vectors, verification passes)",
             "prefix_cache": ("two-phase prefill, per-agent steered prefix KV reused (rest of "
-                             "each prompt prefilled row by row)"
+                             "each prompt prefilled " + ("in one batched pass, standard-op "
+                             "attention graph)" if self.batched_rest else "row by row)")
                              if self.cfg.optimization.prefix_cache else "off"),
+            "decode": ("bound KV buffers (IOBinding, no copy per step)" if self.bound_decode
+                       else "session.run with the KV cache as arrays"),
             "batch_exactness": "measured per run by verify (mechanistic.batch); see tests/test_onnx_backend.py",
         })
         return d
