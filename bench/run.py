@@ -5,8 +5,10 @@ action and reflection ticks), `ARGS=--onnx-levers` (each ONNX lever on vs off, s
 bench/onnx_levers.py), `ARGS=--processes` (two 1-thread runs at once vs one all-core run,
 bench/processes.py), `ARGS=--mock-scale` (10,000 mock agents x 100 ticks and the report,
 bench/mock_scale.py), `ARGS="--identity --ticks 12"` (torch float32 vs ONNX on the same
-fast-arm ticks, bench/identity.py) and `ARGS="--full-arm --backend onnx"` (the whole fast arm end to
-end); see bench/backends.py. Each writes its own block of bench/RESULTS.md.
+fast-arm ticks, bench/identity.py), `ARGS="--full-arm --backend onnx"` (the whole fast arm end to
+end; see bench/backends.py) and `ARGS="--verify-cost RUN_DIR"` (verify's decision re-scoring,
+previous vs current scorer, bench/verify_cost.py). Each writes its own block of
+bench/RESULTS.md.
 
 A fixed workload (the generation requests of a few ticks of a seeded fast-arm run,
 recorded once to bench/workload.json with `--record`) is replayed through:
@@ -370,6 +372,24 @@ def run_identity(args: argparse.Namespace) -> int:
     return 0 if onnx["actions_identical"] == onnx["actions"] else 1
 
 
+def run_verify_cost(args: argparse.Namespace) -> int:
+    """`--verify-cost RUN_DIR`: verify's decision re-scoring, previous vs current scorer."""
+    from bench.verify_cost import measure
+
+    info = machine()
+    table = Table()
+    facts = measure(table, args.verify_cost, n_decisions=args.decisions)
+    info = {**machine(), "date": info["date"]}
+    if not args.no_write:
+        write_block(RESULTS, "verify-cost", "verify's decision re-scoring, previous vs current "
+                    f"scorer, {facts['decisions']} decisions of {args.verify_cost.name} "
+                    "(bench/run.py --verify-cost)", info, table.markdown())
+    print(table.markdown())
+    print(json.dumps(facts, indent=1))
+    worst = max(facts["max_abs_diff_vs_previous"].values())
+    return 0 if worst <= 1e-4 else 1
+
+
 def run_mock_scale(args: argparse.Namespace) -> int:
     """`--mock-scale`: 10,000 agents x 100 ticks on the mock backend, report included."""
     from bench.mock_scale import measure
@@ -431,6 +451,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="10,000 agents x 100 ticks on the mock backend, report rendered")
     g.add_argument("--full-arm", action="store_true",
                    help="the whole fast arm (200 ticks) end to end on --backend (long)")
+    g.add_argument("--verify-cost", type=Path, default=None, metavar="RUN_DIR",
+                   help="verify's decision re-scoring on RUN_DIR's sampled decisions: "
+                        "previous vs current scorer, outputs compared")
+    p.add_argument("--decisions", type=int, default=16,
+                   help="sampled decisions re-scored per arm for --verify-cost")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
                    help="model.backend for --full-arm (default auto, as a run)")
     p.add_argument("--ticks", type=int, default=5,
@@ -460,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_mock_scale(args)
     if args.identity:
         return run_identity(args)
+    if args.verify_cost:
+        return run_verify_cost(args)
     if args.record:
         args.workload.unlink(missing_ok=True)
     mode = "full" if args.full else "tiny" if args.tiny else "quick"

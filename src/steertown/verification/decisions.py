@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from steertown.config import TRAITS
+from steertown.residual import chat_ids
 from steertown.stats import cluster_bootstrap_ci, total_variation
 from steertown.storage.run_dir import RunDir
 from steertown.storage.schema import option_class
@@ -198,10 +199,13 @@ class DecisionScores:
 def rescore(backend: Any, decisions: list[Decision], traits: list[str], n_random: int,
             coef: float, seed: int = 0, tolerance: float = 1e-3, exact: bool = True,
             placebo_seed: int | None = None, relabel: dict[str, str] | None = None,
-            progress: Any = None, only: tuple[str, ...] | None = None) -> DecisionScores:
+            progress: Any = None, only: tuple[str, ...] | None = None,
+            scorer: BranchScorer | None = None) -> DecisionScores:
     """Score every decision under the conditions of the module doc (`only`: these
-    conditions; the others' rows stay NaN, to be filled by a later call)."""
-    scorer = BranchScorer(backend)
+    conditions; the others' rows stay NaN, to be filled by a later call). `progress(n)`
+    is told the number of conditions scored after each decision; `scorer`: a
+    `BranchScorer` to reuse (it keeps each prompt's lower-block state for a later call)."""
+    scorer = scorer or BranchScorer(backend)
     true = true_trait_matrix(backend)
     unit = {layer: float(v[0].norm()) for layer, v in true.items()}  # trait rows share a norm
     names = ["own", "none", *(f"{AXIS_PREFIX}{t}{sign}" for t in traits for sign in "+-"),
@@ -236,11 +240,21 @@ def rescore(backend: Any, decisions: list[Decision], traits: list[str], n_random
         lp[pick] = scorer.option_logprobs(backend.prompt_ids(d.system, d.user), d.options,
                                           option_paths(backend, d.options),
                                           backend._trie(d.options),
-                                          {layer: v[pick] for layer, v in deltas.items()})
+                                          {layer: v[pick] for layer, v in deltas.items()},
+                                          prefix_len=system_len(backend, d))
         out.append(lp)
         if progress is not None:
-            progress()
+            progress(len(pick))
     return DecisionScores(decisions, names, out, coef, scales, tolerance, exact)
+
+
+def system_len(backend: Any, d: Decision) -> int:
+    """Tokens of d's prompt that are its system block (the agent's persona and rules: the
+    same in all its decisions, so the scorer computes them once per agent and steering);
+    0 when the chat template does not put the system block first."""
+    system = chat_ids(backend.tokenizer, d.system)
+    prompt = backend.prompt_ids(d.system, d.user)
+    return len(system) if prompt[:len(system)] == system else 0
 
 
 MAX_CLOSER_TO_UNSTEERED = 0.2  # inexact dtypes: share of steered decisions allowed
@@ -289,24 +303,26 @@ def decision_checks(run: RunDir, backend: Any, steered: list[str], vcfg: Any, kn
     """The in-situ decision checks of a run, and the numbers behind them (for JSON).
 
     `relabel`: replay a control run known to have steered each trait's alpha with another
-    trait's vector ({trait: vector used}); `progress(n=1, total=None)`: told the number
-    of sampled decisions, then called once per re-scored decision.
+    trait's vector ({trait: vector used}); `progress(n=1, total=None)`: told the work
+    (decisions x conditions), then the conditions scored after each decision.
     """
     decisions = sample_decisions(run, knob(vcfg, "decision_samples"), knob(vcfg, "seed"))
     if not decisions:
         return [Check("decisions", None, True, "not verified",
                       detail="the run has no logged decisions (older or imported run)")], {}
-    if progress is not None:
-        progress(0, total=len(decisions))
     exact = backend.describe().get("dtype") == "float32"
     tol = knob(vcfg, "replay_tolerance") * (1 if exact else 50)
     placebo = run_placebo_seed(run.read_manifest())
     args = (backend, decisions, steered, knob(vcfg, "decision_random_directions"),
             knob(vcfg, "decision_coefficient"), knob(vcfg, "seed"), tol, exact, placebo, relabel)
+    scorer = BranchScorer(backend)  # keeps each prompt's lower blocks for the second call
+    n_cond = 2 + 2 * len(steered) + 3 * knob(vcfg, "decision_random_directions")
+    if progress is not None:
+        progress(0, total=len(decisions) * n_cond)
     # Own and none first: a run whose logged decisions are not its own-steering replay, or
     # whose steering never reached the residual stream (prompt, off), fails without the
     # other conditions (the sabotaged runs verify in a fraction of the time).
-    scores = rescore(*args, only=("own", "none"))
+    scores = rescore(*args, only=("own", "none"), progress=progress, scorer=scorer)
     checks = [replay_check(scores)]
     no_own = all(s == 0 for s in scores.own_scale)
     seed = knob(vcfg, "seed")
@@ -325,7 +341,7 @@ def decision_checks(run: RunDir, backend: Any, steered: list[str], vcfg: Any, kn
                    for name in ["decisions.changed", *(f"decisions.{t}" for t in steered)]]
     else:
         rest = tuple(n for n in scores.names if n not in ("own", "none"))
-        more = rescore(*args, progress=progress, only=rest)
+        more = rescore(*args, progress=progress, only=rest, scorer=scorer)
         scores.logprobs = [np.where(np.isnan(a), b, a)
                            for a, b in zip(scores.logprobs, more.logprobs, strict=True)]
         data = scores.data(steered)
