@@ -121,17 +121,20 @@ class VerificationConfig:
     min_dose_rho: float = 0.8  # Spearman of coefficient vs item-mean margin
     min_vs_random: float = 1.0  # trait slope / largest random-direction |slope|
     max_ppl_ratio: float = 3.0  # coherence: steered / unsteered perplexity
-    # Budget knobs.
-    likert: bool = False  # informative checks off by default: verify costs < the run
+    # Budget knobs: what each costs and what lowering it trades (docs/verification.md).
+    likert: bool = False  # informative Likert curves: about the sweep's cost again when on
     likert_items: int = 4
     control_items: int = 2  # situations per trait for random and cross-trait controls
-    cross_trait: bool = False
-    messages_per_agent: int = 6
+    cross_trait: bool = False  # informative 5x5 matrix: about the sweep's cost again when on
+    messages_per_agent: int = 6  # in-run text check (informative); fewer: noisier rho
     coherence_prompts: int = 2
     coherence_tokens: int = 24
     # Decisions in situ: the run's own decisions re-scored (docs/verification.md).
+    # decision_samples is verify's main cost (linear); fewer: less power for the required
+    # decisions.changed and decisions.<T> (CIs widen ~1/sqrt(n)).
     decision_samples: int = 64  # decisions re-scored, spread over agents and ticks
     decision_coefficient: float = 1.0  # +c: each trait's decision axis (p(+c v) - p(0)) / c
+    # Each random direction adds 3 conditions per decision (of 2 + 2 x traits + 3 x this).
     decision_random_directions: int = 1  # per decision, random directions of the own norm
     min_changed: float = 0.05  # decisions.changed: CI of the mean TV must exceed it (floor)
     replay_tolerance: float = 1e-3  # |logged - replayed| log-prob (float32; x50 otherwise)

@@ -269,8 +269,11 @@ def run_model_checks(run: RunDir, manifest: dict, backend: Any, vcfg: Any = None
 
     t0 = time.perf_counter()
     alphas = mech_alphas(backend.traits, steered, run_max)
-    checks.append(check_residual(backend, alphas))
-    checks.append(check_batch(backend, alphas))
+    with progress.stage("mechanistic", 2) as step:
+        checks.append(check_residual(backend, alphas))
+        step()
+        checks.append(check_batch(backend, alphas))
+        step()
     timings["mechanistic"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -303,7 +306,9 @@ def run_model_checks(run: RunDir, manifest: dict, backend: Any, vcfg: Any = None
 
     t0 = time.perf_counter()
     if knob(vcfg, "text_measure"):
-        checks += independent_text_checks(msgs, steered, vcfg, result, inrun)
+        with progress.stage("text measure (MiniLM)", 1) as step:
+            checks += independent_text_checks(msgs, steered, vcfg, result, inrun)
+            step()
     timings["text"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
