@@ -84,10 +84,17 @@ def test_branched_scoring_equals_the_plain_steered_pass(backend):
     cost_first = scorer.token_blocks
     # Same agent, next decision: the system block's upper blocks come from the first call.
     second = branched(scorer, backend, USERS[1], deltas)
-    assert scorer.token_blocks - cost_first < cost_first  # the kept prefix was used
+    unshared = BranchScorer(backend, share=False)
+    alone = branched(unshared, backend, USERS[1], deltas)
+    assert scorer.token_blocks - cost_first < unshared.token_blocks  # the prefix was kept
     # A later call on the same prompt (other conditions) starts at the first steered layer.
+    before = scorer.token_blocks
     again = branched(scorer, backend, USERS[0], {k: v[1:] for k, v in deltas.items()})
-    alone = branched(BranchScorer(backend, share=False), backend, USERS[1], deltas)
+    prompt = backend.prompt_ids(SYSTEM, USERS[0])
+    start = system_len(backend, Decision("a", 1, SYSTEM, USERS[0], OPTIONS, "", 0.0, {}))
+    tree = BranchScorer._tree(prompt, [p for p in option_paths(backend, OPTIONS) if p], start)[0]
+    upper = len(scorer.blocks) - min(backend.layers)
+    assert scorer.token_blocks - before == 2 * len(tree) * upper  # upper blocks only
     for got, ref in [(first, want[0]), (second, want[1]), (again, want[0][1:]),
                      (alone, want[1])]:
         assert np.isfinite(ref).any()
