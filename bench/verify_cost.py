@@ -179,7 +179,7 @@ def measure(table: Any, run_dir: Path, n_decisions: int = 16, reps: int = 2,
     for name, s in best.items():
         diff = _max_diff(out[name], out["previous (a1e8601)"])
         table.add("verify", f"{name}: {len(decisions)} decisions x {conds} conditions", s,
-                  base / s, f"max |d log-prob| vs previous {diff:.1e}")
+                  base / s, f"largest log-prob difference from previous {diff:.1e}")
     return {"run": str(run_dir), "decisions": len(decisions), "conditions": conds,
             "prompt_tokens_mean": float(np.mean(tokens)), "threads": torch.get_num_threads(),
             "seconds": best, "speedup": {k: base / v for k, v in best.items()},
