@@ -167,12 +167,14 @@ class BranchScorer:
         `prefix_len`: the first tokens of `prompt` are a prefix other calls share (an
         agent's system block); their work is kept for them."""
         reach = [j for j, p in enumerate(paths) if p is not None]
+        n_cond = next(iter(deltas.values())).shape[0]
+        out = np.full((n_cond, len(options)), -np.inf)
+        if not reach:  # no option can be generated: nothing to score
+            return out
         start = min(prefix_len, len(prompt) - 1) if self.share else 0
         ids, pos, mask, pred = self._tree(prompt, [paths[j] for j in reach], start)
         prefix = self._prefix_state(tuple(prompt[:start])) if start else None
         h0 = self._lower(prompt, paths, ids, pos, mask, prefix)
-        n_cond = next(iter(deltas.values())).shape[0]
-        out = np.full((n_cond, len(options)), -np.inf)
         for s in range(0, n_cond, self.max_batch):
             rows = slice(s, min(n_cond, s + self.max_batch))
             d = {layer: v[rows].to(h0.device, h0.dtype) for layer, v in deltas.items()}
