@@ -14,12 +14,6 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def model_threads() -> int:
-    """Threads of the real model in tests (0: all cores); STEERTOWN_TEST_THREADS=1 where
-    test suites run side by side on the same cores."""
-    return int(os.environ.get("STEERTOWN_TEST_THREADS", "0"))
-
-
 def real_cfg(**inference):
     """A RunConfig for the bundled SmolLM2 with the project's caches (absolute paths)."""
     from steertown.config import RunConfig
@@ -32,7 +26,7 @@ def real_cfg(**inference):
     # CPU lock), and the batched re-scoring of the decision tests is compute-bound.
     # STEERTOWN_TEST_THREADS=1 where suites run side by side: oversubscribed OpenMP threads
     # spin (measured 1.6 s with 1 thread vs 5.8-52 s with 2 under load).
-    cfg.model.num_threads = model_threads()
+    cfg.model.num_threads = int(os.environ.get("STEERTOWN_TEST_THREADS", "0"))
     # The exactness guarantees under test (batch == single, resume) are float32's, and
     # the torch backend is the reference (backend auto would pick onnx on CPU; its own
     # tests are tests/test_onnx_backend.py).

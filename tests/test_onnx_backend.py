@@ -16,7 +16,7 @@ from test_resume import assert_same_run, kill_at_random, run_driver, write_confi
 
 from steertown.inference.backend import GenerationRequest
 from steertown.residual import right_pad
-from tests.model_fixtures import model_threads, shared_backend
+from tests.model_fixtures import shared_backend
 
 pytestmark = pytest.mark.model
 
@@ -134,7 +134,7 @@ def test_steering_changes_output_and_describe_names_the_runtime(onnx):
 
 @pytest.mark.slow
 def test_kill_after_a_checkpoint_then_resume_is_exact_on_onnx(tmp_path):
-    over = dict(model={"name": "smollm2", "num_threads": model_threads(), "backend": "onnx",
+    over = dict(model={"name": "smollm2", "num_threads": 1, "backend": "onnx",
                        "dtype": "float32"},
                 population=4, steps=6, checkpoint_every=2, max_events_per_tick=3,
                 inference={"max_new_tokens": 8, "temperature": 0.8},

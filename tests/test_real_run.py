@@ -10,7 +10,6 @@ import pytest
 
 from steertown.config import TRAITS
 from steertown.storage.run_dir import RunDir
-from tests.model_fixtures import model_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,7 +20,7 @@ def test_short_fast_arm_on_smollm2(tmp_path):
     r = subprocess.run(
         [sys.executable, str(ROOT / "flows" / "run.py"), "+arm=fast", "population=4", "steps=3",
          "max_events_per_tick=3", "optimization.reflect_every_n_ticks=3", "run_id=real",
-         f"model.num_threads={model_threads()}", "verification.model_checks=false",
+         "model.num_threads=1", "verification.model_checks=false",
          f"storage_dir={tmp_path / 'dumps'}", f"reports_dir={tmp_path / 'reports'}",
          f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "color=false",
          # the model and vector caches are shared with the other real-model tests

@@ -24,7 +24,6 @@ from steertown.sim.runner import check_run, prepare_run, run_chunk
 from steertown.storage import schema
 from steertown.storage.lock import RunLock, RunLockedError
 from steertown.storage.run_dir import RunDir
-from tests.model_fixtures import model_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = ROOT / "tests" / "drivers" / "simulate.py"
@@ -121,7 +120,7 @@ def test_kill_minus_9_then_resume_gives_identical_rows_mock(mock_reference, tmp_
 @pytest.mark.model
 @pytest.mark.slow
 def test_kill_then_resume_is_exact_on_the_real_model_with_sampling(tmp_path):
-    over = dict(model={"name": "smollm2", "num_threads": model_threads(), "backend": "torch"}, population=4, steps=6, checkpoint_every=2,
+    over = dict(model={"name": "smollm2", "num_threads": 1, "backend": "torch"}, population=4, steps=6, checkpoint_every=2,
                 max_events_per_tick=3, inference={"max_new_tokens": 8, "temperature": 0.8},
                 optimization={"reflect_every_n_ticks": 3, "batch_size": 4})
     ref = write_config(tmp_path, "ref", **over)

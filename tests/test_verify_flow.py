@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from steertown.storage.run_dir import RunDir
-from tests.model_fixtures import model_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET = ["verification.decision_samples=8", "verification.random_directions=1",
@@ -29,7 +28,7 @@ BUDGET = ["verification.decision_samples=8", "verification.random_directions=1",
 def test_flow_verify_stage_reaches_a_verdict_from_the_model_checks(tmp_path):
     r = subprocess.run(
         [sys.executable, str(ROOT / "flows" / "run.py"), "+arm=fast", "population=4", "steps=2",
-         "max_events_per_tick=4", "run_id=verified", f"model.num_threads={model_threads()}",
+         "max_events_per_tick=4", "run_id=verified", "model.num_threads=1",
          "steering.strength=0.01",
          "model.dtype=float32", "memory.embedder=hashing", *BUDGET,
          f"storage_dir={tmp_path / 'dumps'}", f"reports_dir={tmp_path / 'reports'}",
