@@ -1,17 +1,16 @@
 """The run flow: resolve_config -> load_backend -> simulate (chunks) -> verify -> analyze
--> report, wrapped in one MLflow run. Stages pass paths and plain data."""
+-> report, wrapped in one MLflow run. Stages pass paths and plain data.
+
+Imports Prefect: an entry point imports this module only after `configure()`
+(flows/environment.py), since Prefect reads its settings when first imported."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from flows.environment import PROJECT_ROOT, configure
-
-configure()
-
-from prefect import flow, runtime  # noqa: E402
-from prefect.artifacts import (  # noqa: E402
+from prefect import flow, runtime
+from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
     create_progress_artifact,
@@ -19,20 +18,21 @@ from prefect.artifacts import (  # noqa: E402
     update_progress_artifact,
 )
 
-from steertown.analysis.summary import key_metrics  # noqa: E402
-from steertown.config_loading import load_config  # noqa: E402
-from steertown.console import say  # noqa: E402
-from steertown.live import close_view, print_summary  # noqa: E402
-from steertown.sim.runner import finish_run, resolve_run_id  # noqa: E402
-from steertown.storage.lock import RunLock  # noqa: E402
-from steertown.storage.run_dir import RunDir  # noqa: E402
-from steertown.tracking import RunTracker  # noqa: E402
-from tasks.analyze import analyze  # noqa: E402
-from tasks.load_backend import load_backend  # noqa: E402
-from tasks.report import report  # noqa: E402
-from tasks.resolve_config import resolve_config  # noqa: E402
-from tasks.simulate import simulate_chunk  # noqa: E402
-from tasks.verify import verify_steering  # noqa: E402
+from flows.environment import PROJECT_ROOT
+from steertown.analysis.summary import key_metrics
+from steertown.config_loading import load_config
+from steertown.console import say
+from steertown.live import close_view, print_summary
+from steertown.sim.runner import finish_run, resolve_run_id
+from steertown.storage.lock import RunLock
+from steertown.storage.run_dir import RunDir
+from steertown.tracking import RunTracker
+from tasks.analyze import analyze
+from tasks.load_backend import load_backend
+from tasks.report import report
+from tasks.resolve_config import resolve_config
+from tasks.simulate import simulate_chunk
+from tasks.verify import verify_steering
 
 
 def flow_run_name() -> str:

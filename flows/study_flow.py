@@ -6,6 +6,9 @@ cell is composed exactly as `python flows/run.py -m +arm=fast,small seed=1,2 ...
 composes it (same dicts, same run_ids). A worker process loads the model once and
 reuses it for every run it gets. Re-running resumes: complete runs are skipped,
 interrupted ones continue from their last checkpoint.
+
+Imports Prefect: `flows/study.py` imports this module only after `configure()`
+(flows/environment.py), since Prefect reads its settings when first imported.
 """
 
 from __future__ import annotations
@@ -13,18 +16,15 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.compose import compose_config, sweep
 from flows.environment import PROJECT_ROOT, configure
-
-configure()
-
-from prefect import flow, task  # noqa: E402
-from prefect.artifacts import create_markdown_artifact  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-
-from flows.compose import compose_config, sweep  # noqa: E402
-from steertown.config_loading import load_config  # noqa: E402
-from steertown.console import say  # noqa: E402
-from steertown.sim.runner import resolve_run_id  # noqa: E402
+from steertown.config_loading import load_config
+from steertown.console import say
+from steertown.sim.runner import resolve_run_id
 
 
 @task(name="compose_grid", cache_policy=NO_CACHE)
@@ -52,6 +52,8 @@ def prepare_tracking(configs: list[dict]) -> None:
 def child_run(config: dict) -> dict:
     """One run of the study, on a Dask worker: the run flow as a subflow."""
     from flows.pipeline import run_flow
+
+    configure()  # a worker inherits the environment, not the project's log level
 
     return run_flow(config)
 
