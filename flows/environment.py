@@ -43,3 +43,11 @@ def configure() -> Path:
         os.environ.setdefault(k, v)
     logging.getLogger("steertown").setLevel(logging.INFO)  # else the root's WARNING drops say()
     return PROJECT_ROOT
+
+
+def child_pythonpath() -> str:
+    """PYTHONPATH for the processes the flows start (Dask workers, `steertown verify`):
+    this checkout's src/ and flows first, whatever checkout the venv's install points at,
+    so a child runs the same code as its parent."""
+    paths = (str(PROJECT_ROOT / "src"), str(PROJECT_ROOT), os.environ.get("PYTHONPATH"))
+    return os.pathsep.join(p for p in paths if p)

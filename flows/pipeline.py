@@ -71,7 +71,7 @@ def run_flow(config: dict, overrides: list[str] | None = None,
                                 **(sweep or {})})
             _link_mlflow(tracker, plan["run_id"])
             progress = create_progress_artifact(
-                100.0 * plan["start_tick"] / cfg.steps, key=_key(plan["run_id"], "progress"),
+                100.0 * plan["start_tick"] / cfg.steps, key=artifact_key(plan["run_id"], "progress"),
                 description=f"ticks done of {cfg.steps}")
             try:
                 for start, end in plan["chunks"]:
@@ -91,14 +91,14 @@ def run_flow(config: dict, overrides: list[str] | None = None,
                 tracker.log_metrics(_verification_metrics(verification), prefix="verify")
                 create_markdown_artifact(
                     (run.path / "verification" / "report.md").read_text(),
-                    key=_key(plan["run_id"], "verification"))
+                    key=artifact_key(plan["run_id"], "verification"))
             summary = analyze(plan["run_dir"])
             tracker.log_metrics(key_metrics(summary), prefix="summary")
             html = report(plan["run_dir"], cfg.reports_dir, summary)
             tracker.log_artifacts([run.manifest_path, run.path / "analysis",
                                    run.path / "verification", Path(html).parent])
             create_table_artifact(_key_metrics(summary, verification),
-                                  key=_key(plan["run_id"], "metrics"))
+                                  key=artifact_key(plan["run_id"], "metrics"))
     say(f"Report: {html}")
     return {"run_id": plan["run_id"], "run_dir": plan["run_dir"], "report": html,
             "verdict": verification["verdict"] if verification else None}
@@ -129,7 +129,7 @@ def _link_mlflow(tracker, run_id: str) -> None:
     url = tracker.run_url()
     if url:
         create_link_artifact(url, link_text=f"MLflow run of {run_id}",
-                             key=_key(run_id, "mlflow"), description="the MLflow run")
+                             key=artifact_key(run_id, "mlflow"), description="the MLflow run")
 
 
 class _NoTracking:
@@ -155,9 +155,10 @@ def _verification_metrics(report: dict) -> dict:
     return out
 
 
-def _key(run_id: str, what: str) -> str:
-    # Prefect artifact keys allow lowercase letters, digits and dashes only.
-    return "".join(ch if ch.isalnum() else "-" for ch in f"{run_id}-{what}".lower())
+def artifact_key(*parts: str) -> str:
+    """A Prefect artifact key from `parts` joined by dashes: Prefect allows lowercase
+    letters, digits and dashes only (the run flow's and the study flow's artifacts)."""
+    return "".join(ch if ch.isalnum() else "-" for ch in "-".join(parts).lower())
 
 
 def _key_metrics(summary: dict, verification: dict | None) -> list[dict]:
