@@ -156,7 +156,7 @@ def test_kill_after_a_checkpoint_then_resume_is_exact_on_onnx(tmp_path):
 @pytest.mark.parametrize("lever", ["batched_rest", "bound_decode"])
 def test_each_speed_lever_keeps_the_tokens(onnx, lever):
     """Batched rest-of-prompt prefill and decode on bound KV buffers change speed only:
-    the same texts, options and option log-probs as with the lever off (sampling on)."""
+    the same texts and options as with the lever off (sampling on), log-probs to 1e-5."""
     onnx.cfg.inference.temperature = 0.8
     onnx.cfg.optimization.prefix_cache = True
     default = getattr(onnx, lever)
@@ -167,4 +167,8 @@ def test_each_speed_lever_keeps_the_tokens(onnx, lever):
         off = onnx.generate_batch(_requests())
     finally:
         setattr(onnx, lever, default)
-    assert [_facts(g) for g in on] == [_facts(g) for g in off]
+    # Tokens, texts and options are identical; the option log-prob is compared to 1e-5:
+    # batched_rest's attention graph sums in another order (measured: 2e-7 apart).
+    assert [_facts(g)[:3] for g in on] == [_facts(g)[:3] for g in off]
+    assert [_facts(g)[3] for g in on] == pytest.approx([_facts(g)[3] for g in off], abs=1e-5,
+                                                        nan_ok=True)
