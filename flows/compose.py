@@ -12,17 +12,14 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from flows.environment import PROJECT_ROOT, configure
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
 
-configure()
-
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: E402
-from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
-from hydra.errors import HydraException  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from steertown.config import ConfigError  # noqa: E402
+from flows.environment import PROJECT_ROOT
+from steertown.config import ConfigError
 
 CONF = PROJECT_ROOT / "conf"
 _LOCK = threading.Lock()  # Hydra's global state: one composition at a time per process

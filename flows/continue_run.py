@@ -6,19 +6,15 @@ user typed, recorded in the manifest and MLflow; the config already contains the
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from flows.environment import configure  # noqa: E402
-
-configure()
-
-from steertown.admission import USER_ERRORS  # noqa: E402
-from steertown.storage.run_dir import RunDir  # noqa: E402
+from flows.environment import configure
+from steertown.admission import USER_ERRORS
+from steertown.storage.run_dir import RunDir
 
 
 def main(argv: list[str]) -> int:
+    """Run the flow on the run directory argv[0]; exit code 2 for a bad directory."""
+    configure()
     if not argv:
         print("usage: python flows/continue_run.py RUN_DIR [key=value ...]", file=sys.stderr)
         return 2
@@ -27,7 +23,7 @@ def main(argv: list[str]) -> int:
     except (*USER_ERRORS, KeyError) as e:
         print(f"error: {argv[0]}: {e}", file=sys.stderr)
         return 2
-    from flows.pipeline import run_flow
+    from flows.pipeline import run_flow  # imports Prefect: configured above
 
     run_flow(config, argv[1:])
     return 0

@@ -7,53 +7,24 @@ the Prefect UI.
     python flows/deploy.py --interval 3600 --name hourly
     python flows/deploy.py --register-only               # register; run it from a work pool
 
-The deployment's flow is `scheduled_run(arm, seed, overrides)`: it composes the config
-in a task, exactly as `python flows/run.py +arm=<arm> seed=<seed> <overrides>` would
-(same run_id: re-triggering a run resumes or skips it), and runs the run flow as a
-subflow, so the pipeline's stages and artifacts show in the UI. `prefect.yaml`
-describes the same deployment for a process work pool.
+The deployment's flow is `scheduled_run(arm, seed, overrides)` (flows/scheduled_run.py):
+it composes the config in a task, exactly as `python flows/run.py +arm=<arm> seed=<seed>
+<overrides>` would, and runs the run flow as a subflow. `prefect.yaml` describes the same
+deployment for a process work pool.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from flows.compose import compose_run
+from flows.environment import configure
+from steertown.admission import USER_ERRORS, admit_run
+from steertown.config import ConfigError
 
-from flows.environment import configure  # noqa: E402
-
-configure()
-
-from prefect import flow, task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-
-from flows.compose import compose_run, job_overrides  # noqa: E402
-from steertown.admission import USER_ERRORS, admit_run  # noqa: E402
-from steertown.config import ConfigError  # noqa: E402
-
-FLOW_NAME = "steertown-scheduled-run"
 NO_SERVER = ("PREFECT_API_URL is not set: a deployment needs a real Prefect server; start "
              "one with `make ui` and export the PREFECT_API_URL it prints")
-
-
-@task(name="compose_config", cache_policy=NO_CACHE)
-def compose_config_task(arm: str, seed: int, overrides: list[str]) -> dict:
-    """Compose and admit the run's config as `flows/run.py +arm=<arm> seed=<seed> ...` does."""
-    config = compose_run(arm, seed, overrides)
-    admit_run(config)  # one-line errors (bad key, config differs from run_id, locked...)
-    return config
-
-
-@flow(name=FLOW_NAME)
-def scheduled_run(arm: str = "fast", seed: int = 0, overrides: list[str] | None = None) -> dict:
-    """One steertown run from the UI or a schedule: arm, seed and Hydra overrides
-    (e.g. ["steps=50", "model=mock"])."""
-    from flows.pipeline import run_flow
-
-    config = compose_config_task(arm, seed, list(overrides or []))
-    return run_flow(config, job_overrides(arm, seed, list(overrides or [])))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -95,9 +66,14 @@ def schedules(args: argparse.Namespace) -> list:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Register (and unless --register-only, serve) the deployment; exit 2 on bad input."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    configure()
+    # Prefect reads its settings when first imported: only now, after configure()
     from prefect.settings import get_current_settings
 
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    from flows.scheduled_run import FLOW_NAME, scheduled_run
+
     try:
         admit_run(compose_run(args.arm, args.seed, args.override))
         sched = schedules(args)

@@ -1,17 +1,16 @@
 """The run flow: resolve_config -> load_backend -> simulate (chunks) -> verify -> analyze
--> report, wrapped in one MLflow run. Stages pass paths and plain data."""
+-> report, wrapped in one MLflow run. Stages pass paths and plain data.
+
+Imports Prefect: an entry point imports this module only after `configure()`
+(flows/environment.py), since Prefect reads its settings when first imported."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from flows.environment import PROJECT_ROOT, configure
-
-configure()
-
-from prefect import flow, runtime  # noqa: E402
-from prefect.artifacts import (  # noqa: E402
+from prefect import flow, runtime
+from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
     create_progress_artifact,
@@ -19,20 +18,21 @@ from prefect.artifacts import (  # noqa: E402
     update_progress_artifact,
 )
 
-from steertown.analysis.summary import key_metrics  # noqa: E402
-from steertown.config_loading import load_config  # noqa: E402
-from steertown.console import say  # noqa: E402
-from steertown.live import close_view, print_summary  # noqa: E402
-from steertown.sim.runner import finish_run, resolve_run_id  # noqa: E402
-from steertown.storage.lock import RunLock  # noqa: E402
-from steertown.storage.run_dir import RunDir  # noqa: E402
-from steertown.tracking import RunTracker  # noqa: E402
-from tasks.analyze import analyze  # noqa: E402
-from tasks.load_backend import load_backend  # noqa: E402
-from tasks.report import report  # noqa: E402
-from tasks.resolve_config import resolve_config  # noqa: E402
-from tasks.simulate import simulate_chunk  # noqa: E402
-from tasks.verify import verify_steering  # noqa: E402
+from flows.environment import PROJECT_ROOT
+from steertown.analysis.summary import key_metrics
+from steertown.config_loading import load_config
+from steertown.console import say
+from steertown.live import close_view, print_summary
+from steertown.sim.runner import finish_run, resolve_run_id
+from steertown.storage.lock import RunLock
+from steertown.storage.run_dir import RunDir
+from steertown.tracking import RunTracker
+from tasks.analyze import analyze
+from tasks.load_backend import load_backend
+from tasks.report import report
+from tasks.resolve_config import resolve_config
+from tasks.simulate import simulate_chunk
+from tasks.verify import verify_steering
 
 
 def flow_run_name() -> str:
@@ -71,7 +71,7 @@ def run_flow(config: dict, overrides: list[str] | None = None,
                                 **(sweep or {})})
             _link_mlflow(tracker, plan["run_id"])
             progress = create_progress_artifact(
-                100.0 * plan["start_tick"] / cfg.steps, key=_key(plan["run_id"], "progress"),
+                100.0 * plan["start_tick"] / cfg.steps, key=artifact_key(plan["run_id"], "progress"),
                 description=f"ticks done of {cfg.steps}")
             try:
                 for start, end in plan["chunks"]:
@@ -91,14 +91,14 @@ def run_flow(config: dict, overrides: list[str] | None = None,
                 tracker.log_metrics(_verification_metrics(verification), prefix="verify")
                 create_markdown_artifact(
                     (run.path / "verification" / "report.md").read_text(),
-                    key=_key(plan["run_id"], "verification"))
+                    key=artifact_key(plan["run_id"], "verification"))
             summary = analyze(plan["run_dir"])
             tracker.log_metrics(key_metrics(summary), prefix="summary")
             html = report(plan["run_dir"], cfg.reports_dir, summary)
             tracker.log_artifacts([run.manifest_path, run.path / "analysis",
                                    run.path / "verification", Path(html).parent])
             create_table_artifact(_key_metrics(summary, verification),
-                                  key=_key(plan["run_id"], "metrics"))
+                                  key=artifact_key(plan["run_id"], "metrics"))
     say(f"Report: {html}")
     return {"run_id": plan["run_id"], "run_dir": plan["run_dir"], "report": html,
             "verdict": verification["verdict"] if verification else None}
@@ -129,7 +129,7 @@ def _link_mlflow(tracker, run_id: str) -> None:
     url = tracker.run_url()
     if url:
         create_link_artifact(url, link_text=f"MLflow run of {run_id}",
-                             key=_key(run_id, "mlflow"), description="the MLflow run")
+                             key=artifact_key(run_id, "mlflow"), description="the MLflow run")
 
 
 class _NoTracking:
@@ -155,9 +155,10 @@ def _verification_metrics(report: dict) -> dict:
     return out
 
 
-def _key(run_id: str, what: str) -> str:
-    # Prefect artifact keys allow lowercase letters, digits and dashes only.
-    return "".join(ch if ch.isalnum() else "-" for ch in f"{run_id}-{what}".lower())
+def artifact_key(*parts: str) -> str:
+    """A Prefect artifact key from `parts` joined by dashes: Prefect allows lowercase
+    letters, digits and dashes only (the run flow's and the study flow's artifacts)."""
+    return "".join(ch if ch.isalnum() else "-" for ch in "-".join(parts).lower())
 
 
 def _key_metrics(summary: dict, verification: dict | None) -> list[dict]:

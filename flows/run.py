@@ -5,24 +5,19 @@ own flags work as usual (`--cfg job`, `--info defaults`, `-cn <config>`)."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
-from flows.environment import configure  # noqa: E402
-
-configure()
-
-import hydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-from flows.compose import hydra_overrides, override_problem  # noqa: E402
-from steertown.admission import USER_ERRORS, admit_run  # noqa: E402
+from flows.compose import hydra_overrides, override_problem
+from flows.environment import configure
+from steertown.admission import USER_ERRORS, admit_run
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> None:
+    """One job: admit the composed config, then run the flow (once per cell with -m)."""
     data = OmegaConf.to_container(cfg, resolve=True)
     overrides = list(HydraConfig.get().overrides.task)
     try:  # user mistakes stop here, before Prefect starts or anything is written
@@ -34,7 +29,7 @@ def main(cfg: DictConfig) -> None:
         print(f"Run {admitted.run.run_id} is complete ({admitted.manifest['steps']} ticks); "
               "nothing to do. Use overwrite=true or another run_id to run it again.")
         return
-    from flows.pipeline import run_flow
+    from flows.pipeline import run_flow  # imports Prefect: main() configured the process
 
     run_flow(data, overrides, sweep=sweep_of(HydraConfig.get()))
 
@@ -50,9 +45,16 @@ def sweep_of(hydra_cfg) -> dict[str, str] | None:
     return {"sweep": str(hydra_cfg.sweep.dir), "sweep_job": str(hydra_cfg.job.num)}
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Configure the process, refuse a bad override in one line (exit 2), then hand the
+    command line to Hydra."""
+    configure()
     problem = override_problem(*hydra_overrides(sys.argv[1:]))
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
+    run()
+
+
+if __name__ == "__main__":
     main()

@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python flows/study.py`
+from flows.environment import configure
 
 STAGES = ("simulate", "verify", "analyze", "forks", "all")
 ALL_STAGES = ("simulate", "verify", "analyze")
@@ -128,9 +128,7 @@ def run_stages(spec, stage: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from flows.environment import configure
-
-    configure()
+    configure()  # before anything below imports Prefect
     from steertown.admission import USER_ERRORS
     from steertown.config import ConfigError
 

@@ -6,6 +6,9 @@ cell is composed exactly as `python flows/run.py -m +arm=fast,small seed=1,2 ...
 composes it (same dicts, same run_ids). A worker process loads the model once and
 reuses it for every run it gets. Re-running resumes: complete runs are skipped,
 interrupted ones continue from their last checkpoint.
+
+Imports Prefect: `flows/study.py` imports this module only after `configure()`
+(flows/environment.py), since Prefect reads its settings when first imported.
 """
 
 from __future__ import annotations
@@ -13,18 +16,17 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from flows.environment import PROJECT_ROOT, configure
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 
-configure()
-
-from prefect import flow, task  # noqa: E402
-from prefect.artifacts import create_markdown_artifact  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-
-from flows.compose import compose_config, sweep  # noqa: E402
-from steertown.config_loading import load_config  # noqa: E402
-from steertown.console import say  # noqa: E402
-from steertown.sim.runner import resolve_run_id  # noqa: E402
+from flows.compose import compose_config, sweep
+from flows.environment import PROJECT_ROOT, child_pythonpath, configure
+from flows.pipeline import artifact_key, run_flow
+from flows.study_stages import failure
+from steertown.config_loading import load_config
+from steertown.console import say
+from steertown.sim.runner import resolve_run_id
 
 
 @task(name="compose_grid", cache_policy=NO_CACHE)
@@ -51,7 +53,7 @@ def prepare_tracking(configs: list[dict]) -> None:
 @task(name="child_run", cache_policy=NO_CACHE, task_run_name="run-{config[arm]}-s{config[seed]}")
 def child_run(config: dict) -> dict:
     """One run of the study, on a Dask worker: the run flow as a subflow."""
-    from flows.pipeline import run_flow
+    configure()  # a worker inherits the environment, not the project's log level
 
     return run_flow(config)
 
@@ -100,8 +102,7 @@ def study_flow(arms: list[str], seeds: list[int], overrides: list[str] | None = 
             r = fut.result(raise_on_failure=False)
         except Exception as e:  # noqa: BLE001 - any failure of one run is reported, not fatal
             r = e
-        runs[rid] = (f"failed: {' '.join(str(r).split())[:300] or type(r).__name__}"
-                     if isinstance(r, BaseException)
+        runs[rid] = (failure(r) if isinstance(r, BaseException)
                      else "skipped (complete)" if r.get("skipped") else "complete")
     done = [rid for rid, status in runs.items() if not status.startswith("failed")]
     failed = [rid for rid in run_ids if rid not in done]
@@ -111,7 +112,7 @@ def study_flow(arms: list[str], seeds: list[int], overrides: list[str] | None = 
         uri = tracking_uri(first.tracking.tracking_uri, PROJECT_ROOT)
         out_dir = Path(first.reports_dir) / "studies" / name
         comparison = compare_arms(sorted(set(arms)), done, uri, str(out_dir))
-        create_markdown_artifact(Path(comparison).read_text(), key=_key(f"study-{name}"),
+        create_markdown_artifact(Path(comparison).read_text(), key=artifact_key("study", name),
                                  description=f"{len(done)} runs of {', '.join(arms)}")
         say(f"Comparison: {comparison}")
         parent = track_study(uri, first.tracking.experiment, name,
@@ -127,10 +128,6 @@ def study_flow(arms: list[str], seeds: list[int], overrides: list[str] | None = 
 def study_name(run_ids: list[str]) -> str:
     """A stable name for a set of runs: the same study resumes into the same directory."""
     return "study-" + hashlib.sha256("\n".join(sorted(run_ids)).encode()).hexdigest()[:8]
-
-
-def _key(s: str) -> str:
-    return "".join(ch if ch.isalnum() else "-" for ch in s.lower())
 
 
 def run_on_dask(arms: list[str], seeds: list[int], overrides: list[str], name: str | None,
@@ -153,8 +150,7 @@ def run_on_dask(arms: list[str], seeds: list[int], overrides: list[str], name: s
         print(f"error: {NO_SERVER}", file=sys.stderr)
         return 2
     # Dask workers are fresh processes: they find the project and the server by environment
-    paths = [str(PROJECT_ROOT), str(PROJECT_ROOT / "src"), os.environ.get("PYTHONPATH", "")]
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    os.environ["PYTHONPATH"] = child_pythonpath()
     where = address or (f"{gpus} GPU workers" if gpus else f"{workers} local worker processes")
     with contextlib.ExitStack() as stack:
         if start_server and not url:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from flows.environment import PROJECT_ROOT
 from flows.study_spec import StudySpec
-from flows.study_stages import cell_state, shown_path
+from flows.study_stages import cell_state, failure, shown_path
 from steertown.config import ConfigError
 from steertown.storage.run_dir import RunDir, atomic_write_bytes
 
@@ -77,7 +77,7 @@ def forks_stage(spec: StudySpec, say=print) -> dict[str, str]:
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # noqa: BLE001 - reported; the other forks still run
-                out[rid] = f"failed: {' '.join(str(e).split())[:300]}"
+                out[rid] = failure(e)
             say(f"[forks] {rid}: {out[rid]}")
             runs[float(value)] = parent.run_dir.parent / rid
         if len(runs) == 2 and all(not out[p.name].startswith("failed") for p in runs.values()):

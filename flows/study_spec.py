@@ -29,7 +29,7 @@ import yaml
 from flows.compose import compose_config, group_options
 from flows.environment import PROJECT_ROOT
 from steertown.config import TRAITS, ConfigError
-from steertown.config_loading import load_config
+from steertown.config_loading import load_config, steering_mode
 from steertown.sim.runner import resolve_run_id
 
 STUDY_FILE = "study.yaml"
@@ -54,8 +54,13 @@ class Cell:
         return Path(self.config["storage_dir"]) / self.run_id
 
     @property
+    def steering_mode(self) -> str:
+        """The cell's mode: the study's, or its config's when the study sweeps no modes."""
+        return self.mode or steering_mode(self.config)
+
+    @property
     def label(self) -> str:
-        return f"{self.arm} {self.mode or self.config['steering']['mode']} s{self.seed}"
+        return f"{self.arm} {self.steering_mode} s{self.seed}"
 
 
 @dataclass
@@ -126,7 +131,7 @@ class StudySpec:
     def find(self, seed: int, mode: str, arm: str | None = None) -> Cell:
         """The cell of (seed, mode[, arm]); ConfigError naming the allowed ones if none."""
         for c in self.cells():
-            if c.seed == seed and (c.mode or c.config["steering"]["mode"]) == mode \
+            if c.seed == seed and c.steering_mode == mode \
                     and (arm is None or c.arm == arm):
                 return c
         raise ConfigError(f"--seed/--mode: no cell {seed}/{mode} in study {self.name}; "

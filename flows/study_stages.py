@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from flows.environment import PROJECT_ROOT
+from flows.environment import PROJECT_ROOT, child_pythonpath
 from flows.study_spec import Cell, StudySpec
 from steertown.storage.run_dir import RunDir, atomic_write_json
 
@@ -47,6 +47,11 @@ def cell_state(cell: Cell) -> dict:
     return {"status": status, "ticks_done": int(m.get("ticks_done", 0)), "steps": steps,
             "analysed": (run.path / "analysis" / "summary.json").is_file(),
             "finished": m.get("finished")}
+
+
+def failure(error: BaseException) -> str:
+    """The status of a cell, fork or run that raised: `failed: <the error on one line>`."""
+    return f"failed: {' '.join(str(error).split())[:300] or type(error).__name__}"
 
 
 def _duration(seconds: float | None) -> str:
@@ -85,7 +90,7 @@ def simulate_stage(spec: StudySpec, say=print) -> dict[str, str]:
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # noqa: BLE001 - one failed cell must not stop the study
-                status = f"failed: {' '.join(str(e).split())[:300] or type(e).__name__}"
+                status = failure(e)
         after = states[cell.run_id] = cell_state(cell)
         ran = max(0, after["ticks_done"] - before["ticks_done"])
         if ran:
@@ -141,9 +146,7 @@ def verify_stage(spec: StudySpec, say=print) -> dict[str, str]:
             and verification_record(spec, c) is None]
     say(f"Study {spec.name}: verify {len(todo)} of {len(cells)} cells "
         f"(`{' '.join(['steertown verify RUN_DIR', *spec.verify_args])}`)")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(PROJECT_ROOT / "src"), str(PROJECT_ROOT), os.environ.get("PYTHONPATH"))
-        if p)}
+    env = {**os.environ, "PYTHONPATH": child_pythonpath()}
     out: dict[str, str] = {}
     spent, n_run = 0.0, 0
     for i, cell in enumerate(cells, 1):
@@ -206,7 +209,7 @@ def analyze_stage(spec: StudySpec, say=print) -> Path:
     cells = spec.cells()
     verdicts = {c.run_id: (verification_record(spec, c) or {}).get("verdict") for c in cells}
     planned = [{"run_id": c.run_id, "arm": c.arm, "seed": c.seed,
-                "mode": c.mode or c.config["steering"]["mode"], "dir": str(c.run_dir),
+                "mode": c.steering_mode, "dir": str(c.run_dir),
                 "complete": c in complete_cells(spec), "verdict": verdicts[c.run_id]}
                for c in cells]
     data = f" --data-dir {spec.data_dir}" if spec.data_dir else ""

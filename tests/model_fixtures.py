@@ -22,9 +22,11 @@ def real_cfg(**inference):
     cfg.model.cache_dir = str(ROOT / "storage" / "models")
     cfg.steering.vectors_dir = str(ROOT / "storage" / "vectors")
     cfg.optimization.use_quantization = False  # CPU: no point, and no warning noise
-    # One thread: test suites run side by side on 2 cores, and oversubscribed OpenMP
-    # threads spin (measured 1.6 s with 1 thread vs 5.8-52 s with 2 under load).
-    cfg.model.num_threads = 1
+    # All cores by default: `make test` runs alone on the machine (CI, and here under the
+    # CPU lock), and the batched re-scoring of the decision tests is compute-bound.
+    # STEERTOWN_TEST_THREADS=1 where suites run side by side: oversubscribed OpenMP threads
+    # spin (measured 1.6 s with 1 thread vs 5.8-52 s with 2 under load).
+    cfg.model.num_threads = int(os.environ.get("STEERTOWN_TEST_THREADS", "0"))
     # The exactness guarantees under test (batch == single, resume) are float32's, and
     # the torch backend is the reference (backend auto would pick onnx on CPU; its own
     # tests are tests/test_onnx_backend.py).

@@ -1,8 +1,10 @@
 """Sabotage suite on the real model: the verdict's decision checks pass a correctly steered
 town and fail each way of not steering it (issue 19).
 
-One session fixture simulates two ticks of a 32-agent town (the fast arm's coefficients,
-seed 3, every agent deciding each tick) in each of seven ways, on the shared float32 SmolLM2:
+One session fixture simulates a town (the fast arm's coefficients, seed 3, every agent
+deciding each tick: 32 agents x 2 ticks, or 8 x 1 where a fact of every decision, not
+statistical power, makes the run fail; see SIZES) in each of seven ways, on the shared
+float32 SmolLM2:
 correctly steered; `steering.strength=0.01`; `steering.mode=placebo`, `prompt`, `off`;
 alphas logged but generation unsteered; trait labels shuffled cyclically (E<-A<-C<-O<-N<-E
 vectors, logged alphas keep their labels). Each is verified at the default decision budget
@@ -24,6 +26,17 @@ pytestmark = [pytest.mark.model, pytest.mark.slow]
 TRAITS = ["E", "A", "C", "O", "N"]
 
 
+# The runs that must pass (steered) or fail for want of statistical support (placebo,
+# shuffled: each would pass were it the steered run) need the full town: 64 decisions.
+# The others fail on facts any decision shows (no residual steering, a replay that is not
+# the logged value, a change far below the floor: at full strength the mean TV is > 0.05,
+# so even 8 decisions read "changed"), so a town of 8 agents x 1 tick tests them as well
+# and costs an eighth of the simulation.
+FULL = {"population": 32, "steps": 2}
+SIZES = {kind: {"population": 8, "steps": 1} for kind in ("weak", "prompt", "off",
+                                                          "steering_off")}
+
+
 def vcfg() -> VerificationConfig:
     return VerificationConfig(decision_samples=64, decision_random_directions=1)
 
@@ -41,7 +54,7 @@ def verdicts(tmp_path_factory):
     class Verdicts:
         def __getitem__(self, kind: str) -> dict:
             if kind not in cache:
-                run = make_run(tmp, kind, population=32, steps=2, spread=0.5)
+                run = make_run(tmp, kind, **SIZES.get(kind, FULL), spread=0.5)
                 # The shuffled control is replayed as it was delivered (its replay
                 # passes), so it is the trait check, not the replay, that must catch it.
                 checks, _ = decision_checks(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from steertown.analysis.fingerprint import agent_rates, fingerprint, fingerprint_metrics
@@ -121,3 +122,25 @@ def test_fingerprint_finds_the_mock_backends_trait_effects(tmp_path):
     metrics = fingerprint_metrics(rows)
     assert metrics["fingerprint.p_talk.E"] == by[("p_talk", "E")]["rho"]
     assert all(isinstance(v, float) for v in metrics.values())
+
+
+def test_block_bootstrap_equals_one_spearman_per_resample(monkeypatch):
+    """The fingerprint's CIs: the same resamples and values as `bootstrap_ci` over
+    `spearman`, with ties, constant resamples and blocks smaller than n_boot."""
+    from steertown.analysis import fingerprint as fp
+    from steertown.stats import bootstrap_ci, spearman
+
+    monkeypatch.setattr(fp, "BLOCK_VALUES", 50)  # several blocks per call
+    g = np.random.default_rng(0)
+    cases = [(np.array([0.0, 0, 0, 1]), np.array([0.0, 1, 1, 1]))]  # most resamples constant
+    for _ in range(12):
+        n = int(g.integers(3, 30))
+        cases.append((np.round(g.normal(size=n), 1), np.round(g.normal(size=n) * 2, 0)))  # ties
+    for trial, (x, y) in enumerate(cases):
+        n = len(x)
+        if np.ptp(x) == 0 or np.ptp(y) == 0:
+            continue
+        want = bootstrap_ci(n, lambda ix, x=x, y=y: spearman(x[ix], y[ix]), 200, trial)
+        got = fp.spearman_bootstrap_ci(x, y, 200, trial)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    assert all(np.isnan(fp.spearman_bootstrap_ci(np.ones(1), np.ones(1))))

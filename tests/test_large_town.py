@@ -32,6 +32,17 @@ def big_run(tmp_path_factory):
     return tmp / "dumps" / "big", tmp / "reports"
 
 
+@pytest.fixture(scope="module")
+def big_report(big_run):
+    """The large town analysed once and its report written once (the costly part: ~30 s),
+    read by the tests of its sections, its page and its rendering in a browser."""
+    from steertown.analysis.summary import analyze_run
+
+    run, reports = big_run
+    summary = analyze_run(run)
+    return summary, write_report(run, reports, summary=summary)
+
+
 def _rows(spec: dict) -> int:
     """Rows of inline data anywhere in a Vega-Lite spec (named datasets and data.values)."""
     n = sum(len(v) for v in spec.get("datasets", {}).values())
@@ -61,23 +72,23 @@ def test_charts_aggregate_large_towns(big_run):
     assert "sized by its agents" in beh  # more points than MAX_POINTS: binned
 
 
-def test_every_report_chart_aggregates(big_run, tmp_path):
+def test_every_report_chart_aggregates(big_run, big_report, tmp_path):
     # the charts of every section of the report (society charts and any added later)
     from steertown.analysis.report import SECTION_BUILDERS, ReportContext
-    from steertown.analysis.summary import analyze_run
     from steertown.storage.run_dir import RunDir
 
     run, _ = big_run
-    ctx = ReportContext(run, tmp_path, RunDir(run).read_manifest(), analyze_run(run))
+    summary, _ = big_report
+    ctx = ReportContext(run, tmp_path, RunDir(run).read_manifest(), summary)
     charts = {n: c for b in SECTION_BUILDERS if (s := b(ctx)) for n, c in s.charts.items()}
     assert len(charts) > 6
     for name, chart in charts.items():
         assert _rows(chart.to_dict()) <= 5000, name
 
 
-def test_report_of_a_large_town(big_run):
-    run, reports = big_run
-    page = write_report(run, reports)
+def test_report_of_a_large_town(big_run, big_report):
+    run, _ = big_run
+    _, page = big_report
     text = page.read_text()
     # every chart of the main set is embedded (sections may add more)
     for name in build_charts(run):
@@ -102,11 +113,10 @@ def test_charts_aggregate_long_runs(tmp_path):
     assert "5-tick bins" in json.dumps(charts["activity_over_time"].to_dict())
 
 
-def test_large_report_renders_in_a_browser(big_run, tmp_path):
+def test_large_report_renders_in_a_browser(big_report, tmp_path):
     from test_report import render
 
-    run, reports = big_run
-    page = write_report(run, reports)
+    _, page = big_report
     dom, console = render(page, tmp_path / "profile")
     drawn = dom.count('class="marks"')
     assert drawn == page.read_text().count('vegaEmbed("#chart-') >= 10  # society charts too

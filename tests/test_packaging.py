@@ -40,8 +40,9 @@ def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     # a copy: building writes build/ and *.egg-info into the source tree
     tree = out / "tree"
-    shutil.copytree(ROOT / "src", tree / "src", ignore=shutil.ignore_patterns(
-        "__pycache__", "*.egg-info"))
+    for part in ("src", "flows", "tasks", "tests"):  # tests: must stay out of the wheel
+        shutil.copytree(ROOT / part, tree / part, ignore=shutil.ignore_patterns(
+            "__pycache__", "*.egg-info"))
     shutil.copy(ROOT / "pyproject.toml", tree)
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                         "-q", "-w", str(out), str(tree)], capture_output=True, text=True,
@@ -61,6 +62,16 @@ def test_wheel_has_package_data_and_the_command(wheel):
         assert needed in names, needed
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "steertown = steertown.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_wheel_carries_the_orchestration_packages(wheel):
+    """`flows` and `tasks` are packages of the project (pyproject), so an installed
+    checkout runs `python flows/run.py` without sys.path edits; nothing else at the top."""
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"flows/__init__.py", "flows/run.py", "flows/pipeline.py", "tasks/__init__.py",
+            "tasks/simulate.py"} <= set(names)
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"steertown", "flows", "tasks"}, tops
 
 
 def test_wheel_declares_what_the_library_imports(wheel):

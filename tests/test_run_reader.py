@@ -79,3 +79,25 @@ def test_parquet_views_are_written_in_one_place():
     r = subprocess.run(["grep", "-rln", "read_parquet(", "src/steertown"], capture_output=True,
                        text=True, cwd=RunDir(__file__).path.parent.parent)
     assert r.stdout.split() == ["src/steertown/storage/run_tables.py"]
+
+
+def test_verification_reads_an_old_runs_mode_and_seed_through_the_reader(tmp_path):
+    """Decision rows without a steering_mode (an older run) are replayed in the mode the
+    run's config gives (old `enabled: false` = off), not a default of their own; the
+    placebo basis seed comes from the run's config too."""
+    import pyarrow.parquet as pq
+
+    from steertown.steering.modes import placebo_seed
+    from steertown.verification.decisions import run_placebo_seed, sample_decisions
+
+    rd = _old_run(tmp_path, {"enabled": False})
+    m = rd.read_manifest()
+    m["config"]["seed"] = 7
+    rd.write_manifest(m)
+    for f in rd.files("decisions"):  # the rows as written before the column was filled
+        t = pq.read_table(f)
+        rows = [{**r, "option_logprob": -0.5, "steering_mode": None} for r in t.to_pylist()]
+        pq.write_table(t.from_pylist(rows, schema=t.schema), f)
+    decisions = sample_decisions(rd, budget=100)
+    assert decisions and {d.mode for d in decisions} == {"off"}
+    assert run_placebo_seed(rd) == placebo_seed(7)

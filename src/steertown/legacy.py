@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from steertown.config import TRAITS, RunConfig
 from steertown.config_loading import validate
 from steertown.storage import schema
-from steertown.storage.run_dir import RunDir, RunDirError
+from steertown.storage.run_dir import RunDir, RunDirError, load_parquet
 
 MESSAGE_COLUMNS = ("tick", "from_agent", "room_id", "content", "tokens_in", "tokens_out",
                    "steering_snapshot", "layers_used")
@@ -62,10 +62,7 @@ def _tick_files(dump: Path, table: str) -> dict[int, Path]:
 
 
 def _read(path: Path, columns: tuple[str, ...]) -> list[dict[str, Any]]:
-    try:
-        t = pq.read_table(path)
-    except Exception as e:  # pyarrow raises several types for corrupt files
-        raise RunDirError(f"{path}: unreadable Parquet ({e})") from None
+    t = load_parquet(path)
     missing = [c for c in columns if c not in t.schema.names]
     if missing:
         raise RunDirError(f"{path}: not a legacy file (missing columns: {', '.join(missing)})")

@@ -55,6 +55,14 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
+def load_parquet(path: Path) -> pa.Table:
+    """One Parquet file's table; a corrupt or unreadable file is a one-line RunDirError."""
+    try:
+        return pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise RunDirError(f"{path}: unreadable Parquet ({e})") from None
+
+
 def atomic_write_parquet(path: Path, table: pa.Table) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
@@ -198,10 +206,7 @@ class RunDir:
             return expected.empty_table()
         parts = []
         for f in files:
-            try:
-                t = pq.read_table(f)
-            except Exception as e:  # pyarrow raises several types for corrupt files
-                raise RunDirError(f"{f}: unreadable Parquet ({e})") from None
+            t = load_parquet(f)
             self._check_columns(f, table, t.schema.names)
             parts.append(t.select(expected.names).cast(expected))
         return pa.concat_tables(parts)

@@ -66,6 +66,8 @@ def sample_decisions(run: RunDir, budget: int, seed: int = 0) -> list[Decision]:
     or log-probability (not constrained) are left out."""
     t = run.read_table("decisions").to_pydict()
     modes = t.get("steering_mode") or [None] * len(t["agent_id"])
+    if not all(modes):  # rows of an older run: the mode its config gives (RunDir.config)
+        modes = [m or run.config().steering.mode for m in modes]
     by_agent: dict[str, list[int]] = {}
     for i, (a, ch, lp) in enumerate(zip(t["agent_id"], t["chosen_option"], t["option_logprob"],
                                         strict=True)):
@@ -84,7 +86,7 @@ def sample_decisions(run: RunDir, budget: int, seed: int = 0) -> list[Decision]:
                                 tuple(t["options"][i]), t["chosen_option"][i],
                                 float(t["option_logprob"][i]),
                                 {tr: float(t[f"alpha_{tr}"][i] or 0.0) for tr in TRAITS},
-                                modes[i] or "vectors"))
+                                modes[i]))
     return out
 
 
@@ -312,7 +314,7 @@ def decision_checks(run: RunDir, backend: Any, steered: list[str], vcfg: Any, kn
                       detail="the run has no logged decisions (older or imported run)")], {}
     exact = backend.describe().get("dtype") == "float32"
     tol = knob(vcfg, "replay_tolerance") * (1 if exact else 50)
-    placebo = run_placebo_seed(run.read_manifest())
+    placebo = run_placebo_seed(run)
     args = (backend, decisions, steered, knob(vcfg, "decision_random_directions"),
             knob(vcfg, "decision_coefficient"), knob(vcfg, "seed"), tol, exact, placebo, relabel)
     scorer = BranchScorer(backend)  # keeps each prompt's lower blocks for the second call
@@ -359,8 +361,8 @@ def decision_checks(run: RunDir, backend: Any, steered: list[str], vcfg: Any, kn
     return checks, detail
 
 
-def run_placebo_seed(manifest: dict) -> int | None:
+def run_placebo_seed(run: RunDir) -> int:
     """The run's placebo basis seed (fixed by the run's seed, which a fork keeps)."""
     from steertown.steering.modes import placebo_seed
 
-    return placebo_seed(int((manifest.get("config") or {}).get("seed", 0)))
+    return placebo_seed(run.config().seed)
