@@ -304,38 +304,34 @@ def run_bench(mode: str = "quick", model: str | None = None, workload: Path = WO
     return out
 
 
+def _workload_block(args: argparse.Namespace, key: str, title: str, measure) -> int:
+    """Run `measure(table, cfg, workload, reps=2)` on the recorded ticks and write its block."""
+    cfg = fast_config(args.set)
+    info = machine()
+    table = Table()
+    facts = measure(table, cfg, load_workload(args.workload), reps=2)
+    info = {**machine(), "date": info["date"]}
+    if not args.no_write:
+        write_block(RESULTS, key, title, info, table.markdown())
+    print(table.markdown())
+    print(json.dumps(facts, indent=1))
+    return 0
+
+
 def run_backends(args: argparse.Namespace) -> int:
     """`--backends`: backends side by side on the recorded action and reflection ticks."""
     from bench.backends import compare
 
-    cfg = fast_config(args.set)
-    info = machine()
-    table = Table()
-    facts = compare(table, cfg, load_workload(args.workload), reps=2)
-    info = {**machine(), "date": info["date"]}
-    if not args.no_write:
-        write_block(RESULTS, "backends", "Backends on the recorded workload (bench/run.py "
-                    "--backends)", info, table.markdown())
-    print(table.markdown())
-    print(json.dumps(facts, indent=1))
-    return 0
+    return _workload_block(args, "backends", "Backends on the recorded workload "
+                           "(bench/run.py --backends)", compare)
 
 
 def run_onnx_levers(args: argparse.Namespace) -> int:
     """`--onnx-levers`: each ONNX backend lever on vs off on the recorded ticks."""
     from bench.onnx_levers import levers
 
-    cfg = fast_config(args.set)
-    info = machine()
-    table = Table()
-    facts = levers(table, cfg, load_workload(args.workload), reps=2)
-    info = {**machine(), "date": info["date"]}
-    if not args.no_write:
-        write_block(RESULTS, "onnx-levers", "ONNX backend levers on the recorded workload "
-                    "(bench/run.py --onnx-levers)", info, table.markdown())
-    print(table.markdown())
-    print(json.dumps(facts, indent=1))
-    return 0
+    return _workload_block(args, "onnx-levers", "ONNX backend levers on the recorded "
+                           "workload (bench/run.py --onnx-levers)", levers)
 
 
 def run_processes(args: argparse.Namespace) -> int:
