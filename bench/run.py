@@ -44,6 +44,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
+from bench.blocks import (  # noqa: E402
+    run_backends,
+    run_full_arm,
+    run_identity,
+    run_mock_scale,
+    run_onnx_levers,
+    run_processes,
+    run_verify_cost,
+)
 from bench.report import BEGIN, END, Table, machine, write_block, write_results  # noqa: E402,F401
 from bench.workload import (  # noqa: E402  (sets the offline environment first)
     Ticks,
@@ -302,132 +311,6 @@ def run_bench(mode: str = "quick", model: str | None = None, workload: Path = WO
     if results is not None:
         write_results(results, out)
     return out
-
-
-def _workload_block(args: argparse.Namespace, key: str, title: str, measure) -> int:
-    """Run `measure(table, cfg, workload, reps=2)` on the recorded ticks and write its block."""
-    cfg = fast_config(args.set)
-    info = machine()
-    table = Table()
-    facts = measure(table, cfg, load_workload(args.workload), reps=2)
-    info = {**machine(), "date": info["date"]}
-    if not args.no_write:
-        write_block(RESULTS, key, title, info, table.markdown())
-    print(table.markdown())
-    print(json.dumps(facts, indent=1))
-    return 0
-
-
-def run_backends(args: argparse.Namespace) -> int:
-    """`--backends`: backends side by side on the recorded action and reflection ticks."""
-    from bench.backends import compare
-
-    return _workload_block(args, "backends", "Backends on the recorded workload "
-                           "(bench/run.py --backends)", compare)
-
-
-def run_onnx_levers(args: argparse.Namespace) -> int:
-    """`--onnx-levers`: each ONNX backend lever on vs off on the recorded ticks."""
-    from bench.onnx_levers import levers
-
-    return _workload_block(args, "onnx-levers", "ONNX backend levers on the recorded "
-                           "workload (bench/run.py --onnx-levers)", levers)
-
-
-def run_processes(args: argparse.Namespace) -> int:
-    """`--processes`: two 1-thread runs at once vs one all-core run after another."""
-    from bench.processes import measure
-
-    info = machine()
-    table = Table()
-    facts = measure(args.ticks, table)
-    info = {**machine(), "date": info["date"]}
-    if not args.no_write:
-        write_block(RESULTS, "processes", "Independent runs: 2 processes x 1 thread vs 1 "
-                    f"process on all cores (bench/run.py --processes --ticks {args.ticks})",
-                    info, table.markdown())
-    print(table.markdown())
-    print(json.dumps(facts, indent=1))
-    return 0
-
-
-def run_identity(args: argparse.Namespace) -> int:
-    """`--identity`: the same fast-arm ticks on torch float32 and ONNX, message by message."""
-    from bench.identity import identity
-
-    info = machine()
-    table = Table()
-    facts = identity(table, args.ticks, args.set)
-    info = {**machine(), "date": info["date"]}
-    if not args.no_write:
-        write_block(RESULTS, "identity", f"Identity check: {args.ticks} fast-arm ticks, torch "
-                    "float32 vs ONNX (bench/run.py --identity)", info, table.markdown())
-    print(table.markdown())
-    print(json.dumps(facts, indent=1))
-    onnx = facts["onnx, default levers"]
-    return 0 if onnx["actions_identical"] == onnx["actions"] else 1
-
-
-def run_verify_cost(args: argparse.Namespace) -> int:
-    """`--verify-cost RUN_DIR`: verify's decision re-scoring, previous vs current scorer."""
-    from bench.verify_cost import measure
-
-    info = machine()
-    table = Table()
-    facts = measure(table, args.verify_cost, n_decisions=args.decisions)
-    info = {**machine(), "date": info["date"]}
-    if not args.no_write:
-        write_block(RESULTS, "verify-cost", "verify's decision re-scoring, previous vs current "
-                    f"scorer, {facts['decisions']} decisions of {args.verify_cost.name} "
-                    "(bench/run.py --verify-cost)", info, table.markdown())
-    print(table.markdown())
-    print(json.dumps(facts, indent=1))
-    worst = max(facts["max_abs_diff_vs_previous"].values())
-    return 0 if worst <= 1e-4 else 1
-
-
-def run_mock_scale(args: argparse.Namespace) -> int:
-    """`--mock-scale`: 10,000 agents x 100 ticks on the mock backend, report included."""
-    from bench.mock_scale import measure
-
-    info = machine()
-    table = Table()
-    facts = measure(table)
-    info = {**machine(), "date": info["date"]}
-    if not args.no_write:
-        write_block(RESULTS, "mock-scale", "Mock scale: 10,000 agents x 100 ticks, hashing "
-                    "embedder, report rendered (bench/run.py --mock-scale)", info,
-                    table.markdown())
-    print(table.markdown())
-    print(json.dumps(facts, indent=1))
-    return 0 if facts["total_s"] < 120 else 1
-
-
-def run_full_arm(args: argparse.Namespace) -> int:
-    """`--full-arm`: the whole fast arm end to end on one backend."""
-    from bench.backends import full_arm
-    from steertown.inference import get_backend
-
-    over = [f"model.backend={args.backend}"] + ([f"model.dtype={args.dtype}"] if args.dtype
-                                                 else []) + args.set
-    cfg = fast_config(over)
-    info = machine()
-    t0 = time.perf_counter()
-    backend = get_backend(cfg)
-    table = Table()
-    desc = backend.describe()
-    label = "mock" if cfg.model.name == "mock" else \
-        f"{desc.get('backend', args.backend)} {desc.get('dtype', '')}".strip()
-    table.add("setup", f"load {label} (excluded below)", time.perf_counter() - t0)
-    out = full_arm(table, cfg, backend, label)
-    info = {**machine(), "date": info["date"]}
-    if not args.no_write:
-        write_block(RESULTS, f"full-arm-{label.replace(' ', '-')}",
-                    f"Full fast arm, {label} (bench/run.py --full-arm --backend {args.backend})",
-                    info, table.markdown())
-    print(table.markdown())
-    print(json.dumps(out, indent=1))
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
