@@ -124,7 +124,9 @@ class VerificationConfig:
     # Budget knobs: what each costs and what lowering it trades (docs/verification.md).
     likert: bool = False  # informative Likert curves: about the sweep's cost again when on
     likert_items: int = 4
-    control_items: int = 2  # situations per trait for random and cross-trait controls
+    # Situations per trait for random and cross-trait controls; at 2 the random-direction
+    # gate is seed-dependent (C 0.96x or 4.9x), at 4 every trait clears it (docs).
+    control_items: int = 4
     cross_trait: bool = False  # informative 5x5 matrix: about the sweep's cost again when on
     messages_per_agent: int = 6  # in-run text check (informative); fewer: noisier rho
     coherence_prompts: int = 2

@@ -248,6 +248,16 @@ def mech_alphas(traits: list[str], steered: list[str], strength: float) -> torch
     return a
 
 
+def sweep_plan(vcfg: Any, steered: list[str], run_max: float, traits: list[str]) -> SweepPlan:
+    """The dose-response sweep a verify runs at budget `vcfg` for the `steered` traits."""
+    return SweepPlan(traits=steered, coefficients=sweep_coefficients(vcfg.coefficients, run_max),
+                     items_per_trait=vcfg.items_per_trait, n_random=vcfg.random_directions,
+                     control_items=knob(vcfg, "control_items"),
+                     likert_items=knob(vcfg, "likert_items"),
+                     seed=knob(vcfg, "seed"), likert=knob(vcfg, "likert"),
+                     cross=knob(vcfg, "cross_trait"), all_traits=traits)
+
+
 def run_model_checks(run: RunDir, manifest: dict, backend: Any, vcfg: Any = None,
                      num_files: int = 0, progress: Any = None,
                      relabel: dict[str, str] | None = None) -> list[Check]:
@@ -277,12 +287,7 @@ def run_model_checks(run: RunDir, manifest: dict, backend: Any, vcfg: Any = None
     timings["mechanistic"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    plan = SweepPlan(traits=steered, coefficients=sweep_coefficients(vcfg.coefficients, run_max),
-                     items_per_trait=vcfg.items_per_trait, n_random=vcfg.random_directions,
-                     control_items=knob(vcfg, "control_items"),
-                     likert_items=knob(vcfg, "likert_items"),
-                     seed=knob(vcfg, "seed"), likert=knob(vcfg, "likert"),
-                     cross=knob(vcfg, "cross_trait"), all_traits=list(backend.traits))
+    plan = sweep_plan(vcfg, steered, run_max, list(backend.traits))
     with progress.stage("dose-response (held-out items)", 1) as step:
         result = run_sweep(backend, load_contrast_data(), plan, progress=step)
     checks += dose_checks(result, steered, vcfg)
