@@ -8,7 +8,8 @@ float32 SmolLM2:
 correctly steered; `steering.strength=0.01`; `steering.mode=placebo`, `prompt`, `off`;
 alphas logged but generation unsteered; trait labels shuffled cyclically (E<-A<-C<-O<-N<-E
 vectors, logged alphas keep their labels). Each is verified at the default decision budget
-(two decisions per agent, one random direction). At one decision per agent (one tick) the
+(two decisions per agent, one random direction); the correctly steered one gets the whole
+`verify`, whose verdict must read PASS. At one decision per agent (one tick) the
 correctly steered town failed O's check (E's and O's axes overlap; measured, 30 decisions). The runs that fail at the replay or for want of any
 residual-stream steering stop after the own/none re-scoring, so they cost little.
 """
@@ -19,8 +20,10 @@ import pytest
 
 from steertown.config import VerificationConfig
 from steertown.storage.run_dir import RunDir
+from steertown.verification.check import Check
 from steertown.verification.decisions import CYCLIC_SHUFFLE, decision_checks
 from steertown.verification.model_checks import knob
+from steertown.verification.verdict import verify_run
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 TRAITS = ["E", "A", "C", "O", "N"]
@@ -38,23 +41,32 @@ SIZES = {kind: {"population": 8, "steps": 1} for kind in ("weak", "prompt", "off
 
 
 def vcfg() -> VerificationConfig:
-    return VerificationConfig(decision_samples=64, decision_random_directions=1)
+    """The default budget (64 decisions, one random direction, 4 control items)."""
+    return VerificationConfig()
 
 
 @pytest.fixture(scope="session")
 def verdicts(tmp_path_factory):
     """verdicts[kind] -> {check name: Check}; each run is simulated and verified the first
-    time a test asks for it (so `-k` runs only the runs its tests need)."""
+    time a test asks for it (so `-k` runs only the runs its tests need). The correctly
+    steered run gets the whole `verify` (every check, the verdict in `verdicts.verdict`);
+    the others only the decision checks that must catch them."""
     from tests.model_fixtures import shared_backend
     from tests.real_runs import make_run
 
     tmp = tmp_path_factory.mktemp("sabotage")
     cache: dict[str, dict] = {}
+    verdict: dict[str, str] = {}
 
     class Verdicts:
         def __getitem__(self, kind: str) -> dict:
             if kind not in cache:
                 run = make_run(tmp, kind, **SIZES.get(kind, FULL), spread=0.5)
+                if kind == "steered":
+                    report = verify_run(run, backend=shared_backend(), vcfg=vcfg())
+                    verdict[kind] = report["verdict"]
+                    cache[kind] = {c["name"]: Check(**c) for c in report["checks"]}
+                    return cache[kind]
                 # The shuffled control is replayed as it was delivered (its replay
                 # passes), so it is the trait check, not the replay, that must catch it.
                 checks, _ = decision_checks(
@@ -62,6 +74,10 @@ def verdicts(tmp_path_factory):
                     relabel=CYCLIC_SHUFFLE if kind == "shuffled" else None)
                 cache[kind] = {c.name: c for c in checks}
             return cache[kind]
+
+        def verdict(self, kind: str) -> str:
+            self[kind]
+            return verdict[kind]
 
     return Verdicts()
 
@@ -75,6 +91,11 @@ def test_correctly_steered_town_passes_every_decision_check(verdicts):
     assert required_failures(checks) == [], {n: c.figure for n, c in checks.items()}
     assert checks["decisions.replay"].data["max_abs_diff"] < 1e-3
     assert checks["decisions.changed"].data["tv_ci_low"] > 0.05
+
+
+def test_correctly_steered_town_reads_pass_at_the_default_budget(verdicts):
+    """Every required check of the whole verify, the dose-response gates included."""
+    assert verdicts.verdict("steered") == "PASS", required_failures(verdicts["steered"])
 
 
 def test_tiny_strength_fails_for_too_small_a_change(verdicts):
