@@ -143,9 +143,10 @@ def test_results_flag_an_incomplete_study_and_state_a_complete_one(killed_then_r
     assert partial.count("NOT complete") == 3
     done = (folder / "results.md").read_text()
     assert "**Status: complete** (4 of 4 cells)" in done and "NOT complete" not in done
+    assert "- Verification (`steertown verify`, default budget; 4 of 4 cells verified)" in done
     assert "vectors > placebo for" in done and "of 5 traits" in done
-    for name in ("effects.csv", "slopes.csv", "society.csv", "forest.png", "society.png",
-                 "index.html"):
+    for name in ("effects.csv", "slopes.csv", "society.csv", "verification.csv", "forest.png",
+                 "society.png", "index.html"):
         assert (folder / name).is_file(), name
     with open(folder / "effects.csv", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -13,6 +13,9 @@
   share of agents who met their goal, news reach, mean coins, interaction counts); per
   mode the mean over seeds with a 95% t-interval, and paired differences against the
   control modes.
+- **verification**: per verified cell, what its `steertown verify` found (verdict, the
+  required checks that failed, the decisions' total-variation change against random
+  directions, how many `decisions.<T>` trait checks passed), from its report.json.
 
 `study_numbers` returns all of it as plain data; `study_results_report` writes the files.
 """
@@ -176,6 +179,28 @@ def _mode_order(mode: str) -> int:
     return order.index(mode) if mode in order else len(order)
 
 
+def verification_rows(cells: list[dict]) -> list[dict]:
+    """Per cell the study verified (`verdict` set), its verify report in numbers."""
+    rows = []
+    for c in cells:
+        path = Path(c["dir"]) / "verification" / "report.json"
+        if not c.get("verdict") or not path.is_file():
+            continue
+        checks = {k["name"]: k for k in json.loads(path.read_text())["checks"]}
+        changed = checks.get("decisions.changed", {}).get("data", {})
+        traits = [checks[f"decisions.{t}"] for t in TRAITS if f"decisions.{t}" in checks]
+        rows.append({"run_id": c["run_id"], "seed": c["seed"], "mode": c["mode"],
+                     "verdict": c["verdict"], "tv": changed.get("tv"),
+                     "tv_ci_low": changed.get("tv_ci_low"),
+                     "tv_ci_high": changed.get("tv_ci_high"),
+                     "tv_random": changed.get("tv_random"),
+                     "traits_passed": sum(bool(k["passed"]) for k in traits),
+                     "traits_checked": len(traits),
+                     "failed": " ".join(n for n, k in checks.items()
+                                        if k["required"] and k["passed"] is False)})
+    return rows
+
+
 def study_numbers(cells: list[dict]) -> dict[str, Any]:
     """Everything the results report: cells (as planned, with `complete` and `verdict`),
     slopes, effects, society. `cells`: dicts with run_id, arm, seed, mode, dir, complete,
@@ -188,4 +213,5 @@ def study_numbers(cells: list[dict]) -> dict[str, Any]:
     return {"cells": cells, "complete": len(complete) == len(cells) and bool(cells),
             "n_complete": len(complete), "slopes": slopes, "effects": effect_rows(slopes),
             "society_runs": per_run, "society": by_mode, "society_paired": paired,
+            "verification": verification_rows(cells),
             "commits": commits, "alpha": ALPHA, "primary": PRIMARY}

@@ -1,7 +1,7 @@
 """A study's results files, all written by code from `study_results.study_numbers`:
 `results.md` (the answer in words, from the numbers), `effects.csv`, `slopes.csv`,
-`society.csv`, `society_paired.csv`, `forest.png`, `society.png` and `index.html`
-(offline)."""
+`society.csv`, `society_paired.csv`, `verification.csv`, `forest.png`, `society.png` and
+`index.html` (offline)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from steertown.storage.run_dir import atomic_write_bytes
 EFFECT_COLUMNS = ("arm", "contrast", "family", "trait", "measure", "mean", "ci_low",
                   "ci_high", "p", "p_holm", "n", "seeds")
 SLOPE_COLUMNS = ("run_id", "arm", "seed", "mode", "trait", "measure", "slope")
+VERIFICATION_COLUMNS = ("run_id", "seed", "mode", "verdict", "tv", "tv_ci_low", "tv_ci_high",
+                        "tv_random", "traits_passed", "traits_checked", "failed")
 
 
 def csv_bytes(rows: list[dict], columns: tuple[str, ...] | list[str]) -> bytes:
@@ -78,6 +80,29 @@ def _effects_table(rows: list[dict]) -> list[str]:
     return out
 
 
+def _verification_lines(rows: list[dict], n_cells: int) -> list[str]:
+    """Per mode: verdicts, mean TV of own steering vs random, trait checks passed."""
+    if not rows:
+        return [f"- Verification: none of the {n_cells} cells verified yet."]
+    out = [f"- Verification (`steertown verify`, default budget; {len(rows)} of {n_cells} "
+           "cells verified):"]
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        rs = [r for r in rows if r["mode"] == mode]
+        verdicts = ", ".join(f"{v} {sum(r['verdict'] == v for r in rs)}"
+                             for v in dict.fromkeys(r["verdict"] for r in rs))
+        tv = [r["tv"] for r in rs if r["tv"] is not None]
+        rnd = [r["tv_random"] for r in rs if r["tv_random"] is not None]
+        tvs = (f"; mean TV own {sum(tv) / len(tv):.3f}" if tv else "") + (
+            f" vs random {sum(rnd) / len(rnd):.3f}" if rnd else "")
+        checked = sum(r["traits_checked"] for r in rs)
+        traits = (f"; trait checks passed {sum(r['traits_passed'] for r in rs)} of {checked}"
+                  if checked else "")
+        failed = sorted({n for r in rs for n in r["failed"].split()})
+        out.append(f"  - {mode} ({len(rs)} cells): {verdicts}{tvs}{traits}"
+                   + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return out
+
+
 def _society_lines(numbers: dict) -> list[str]:
     paired = numbers["society_paired"]
     out = []
@@ -119,6 +144,7 @@ def results_markdown(name: str, numbers: dict, command: str, data_dir: str | Non
         lines.append(("- Primary: " if fam == "primary" else "- Secondary: ")
                      + _contrast_sentence(rows, a, b, declared,
                                           {c["mode"] for c in cells}))
+    lines += _verification_lines(numbers["verification"], len(cells))
     lines += ["", "What the society did differently (last tick; exploratory, uncorrected):", ""]
     lines += _society_lines(numbers)
     lines += ["", "## Primary and secondary tests (primary outcomes; Holm within each "
@@ -140,11 +166,19 @@ def results_markdown(name: str, numbers: dict, command: str, data_dir: str | Non
               "| contrast | outcome | mean | 95% CI | p | seeds |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['contrast']} | {r['outcome']} | {_f(r['mean'])} | {_ci(r)} | {_p(r['p'])} "
               f"| {r['n']} |" for r in numbers["society_paired"]]
-    lines += ["", "## Cells", "", "| run | seed | mode | status | verification |",
-              "|---|---|---|---|---|"]
-    lines += [f"| {c['run_id']} | {c['seed']} | {c['mode']} | "
-              f"{'complete' if c['complete'] else 'NOT complete'} | {c['verdict'] or 'not verified'} |"
-              for c in cells]
+    ver = {r["run_id"]: r for r in numbers["verification"]}
+    lines += ["", "## Cells", "", "| run | seed | mode | status | verification | TV own "
+              "[95% CI] (random) | trait checks passed | required checks failed |",
+              "|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        v = ver.get(c["run_id"], {})
+        tv = (f"{_f(v['tv'], '.3f')} [{_f(v['tv_ci_low'], '.3f')}, {_f(v['tv_ci_high'], '.3f')}]"
+              f" ({_f(v.get('tv_random'), '.3f')})" if v.get("tv") is not None else "")
+        traits = f"{v['traits_passed']}/{v['traits_checked']}" if v.get("traits_checked") else ""
+        lines.append(f"| {c['run_id']} | {c['seed']} | {c['mode']} | "
+                     f"{'complete' if c['complete'] else 'NOT complete'} | "
+                     f"{c['verdict'] or 'not verified'} | {tv} | {traits} | "
+                     f"{v.get('failed') or ''} |")
     lines += ["", "## Method", "",
               "Per run and trait, the OLS slope of the agents' outcome on their assigned "
               "coefficient of the trait, across the agents (`slopes.csv`). Per seed, a "
@@ -155,7 +189,7 @@ def results_markdown(name: str, numbers: dict, command: str, data_dir: str | Non
                   f"{t} -> {m}" for t, m in sr.PRIMARY.items()) + f"), Holm at alpha "
               f"{sr.ALPHA}; each other contrast is a secondary family with its own Holm "
               "correction. Files: `effects.csv`, `slopes.csv`, `society.csv`, "
-              "`society_paired.csv`, `forest.png`, `society.png`, `index.html`.", ""]
+              "`society_paired.csv`, `verification.csv`, `forest.png`, `society.png`, `index.html`.", ""]
     return "\n".join(lines)
 
 
@@ -217,6 +251,8 @@ def write_results(name: str, cells: list[dict], out_dir: str | Path,
     command = command or f"python flows/study.py studies/{name} --stage analyze"
     atomic_write_bytes(out / "effects.csv", csv_bytes(numbers["effects"], EFFECT_COLUMNS))
     atomic_write_bytes(out / "slopes.csv", csv_bytes(numbers["slopes"], SLOPE_COLUMNS))
+    atomic_write_bytes(out / "verification.csv", csv_bytes(numbers["verification"],
+                                                           VERIFICATION_COLUMNS))
     atomic_write_bytes(out / "society.csv", csv_bytes(
         numbers["society_runs"], ("run_id", "arm", "seed", "mode", "outcome", "value")))
     atomic_write_bytes(out / "society_paired.csv", csv_bytes(
