@@ -13,12 +13,15 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from steertown.cli_commands import _run_config
+from steertown.config import VerificationConfig
 from steertown.inference import get_backend
 from steertown.steering.contrast_data import load_contrast_data
-from steertown.verification.dose_response import SweepPlan, run_sweep, sweep_coefficients
+from steertown.storage.run_dir import RunDir
+from steertown.verification.dose_response import run_sweep
+from steertown.verification.model_checks import sweep_plan
 
 # (items_per_trait, control_items, random_directions, seed of the random directions)
 BUDGETS = [(4, 2, 4, 0), (4, 4, 4, 0), (4, 2, 4, 1), (4, 4, 4, 1), (4, 4, 8, 0), (8, 8, 4, 0)]
@@ -26,17 +29,16 @@ BUDGETS = [(4, 2, 4, 0), (4, 4, 4, 0), (4, 2, 4, 1), (4, 4, 4, 1), (4, 4, 8, 0),
 
 def main() -> None:
     run = Path(sys.argv[1])
-    _, cfg = _run_config(run)
-    backend = get_backend(cfg)
+    backend = get_backend(RunDir(run).config())
+    traits = list(backend.traits)
     data = load_contrast_data()
     rows = []
     for items, ctrl, n_random, seed in BUDGETS:
         t0 = time.perf_counter()
-        plan = SweepPlan(traits=list(backend.traits),
-                         coefficients=sweep_coefficients([-2, -1, 0, 1, 2]),
-                         items_per_trait=items, control_items=ctrl, n_random=n_random,
-                         seed=seed, likert=False, cross=False, all_traits=list(backend.traits))
-        result = run_sweep(backend, data, plan)
+        # verify's own plan (default coefficients, no Likert, no cross matrix) at this budget
+        vcfg = replace(VerificationConfig(), items_per_trait=items, control_items=ctrl,
+                       random_directions=n_random, seed=seed)
+        result = run_sweep(backend, data, sweep_plan(vcfg, traits, 0.0, traits))
         row = {"items_per_trait": items, "control_items": ctrl, "random_directions": n_random,
                "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
                "traits": {t: {"slope": round(r.margin.slope, 3),
