@@ -212,13 +212,16 @@ def analyze_stage(spec: StudySpec, say=print) -> Path:
                 "mode": c.steering_mode, "dir": str(c.run_dir),
                 "complete": c in complete_cells(spec), "verdict": verdicts[c.run_id]}
                for c in cells]
-    data = f" --data-dir {spec.data_dir}" if spec.data_dir else ""
-    where = shown_path(spec.folder or spec.results_dir)
-    command = f"python flows/study.py {where}{data} --stage analyze"
     path = write_results(spec.name, planned, spec.results_dir, data_dir=spec.data_dir,
-                         command=command)
+                         command=stage_command(spec, "analyze"))
     say(f"Results: {path}")
     return path
+
+
+def stage_command(spec: StudySpec, stage: str) -> str:
+    """The command that regenerates a stage's files, as the user would type it."""
+    data = f" --data-dir {spec.data_dir}" if spec.data_dir else ""
+    return f"python flows/study.py {shown_path(spec.folder or spec.results_dir)}{data} --stage {stage}"
 
 
 def shown_path(path: Path | None) -> str:

@@ -329,6 +329,8 @@ def test_forks_stage_writes_the_what_if_effects_and_resumes(killed_then_resumed)
             assert float(row[col]) == len(ticks)
     md = (folder / "forks.md").read_text()
     assert "agent-000's E set to -1 and to +1" in md and "talk_received" in md
+    # the command that regenerates it, as for results.md
+    assert f"`python flows/study.py {folder} --data-dir {data} --stage forks`" in md, md[:400]
     diff = json.loads((forks[1]["p1"] / "analysis" / "diffs" /
                        f"{forks[1]['m1'].name}.json").read_text())
     assert diff["first_divergent_tick"] is None or diff["first_divergent_tick"] >= 4
