@@ -40,9 +40,7 @@ SIZES = {kind: {"population": 8, "steps": 1} for kind in ("weak", "prompt", "off
                                                           "steering_off")}
 
 
-def vcfg() -> VerificationConfig:
-    """The default budget (64 decisions, one random direction, 4 control items)."""
-    return VerificationConfig()
+DEFAULT_BUDGET = VerificationConfig()  # 64 decisions, one random direction, 4 control items
 
 
 @pytest.fixture(scope="session")
@@ -63,14 +61,14 @@ def verdicts(tmp_path_factory):
             if kind not in cache:
                 run = make_run(tmp, kind, **SIZES.get(kind, FULL), spread=0.5)
                 if kind == "steered":
-                    report = verify_run(run, backend=shared_backend(), vcfg=vcfg())
+                    report = verify_run(run, backend=shared_backend(), vcfg=DEFAULT_BUDGET)
                     verdict[kind] = report["verdict"]
                     cache[kind] = {c["name"]: Check(**c) for c in report["checks"]}
                     return cache[kind]
                 # The shuffled control is replayed as it was delivered (its replay
                 # passes), so it is the trait check, not the replay, that must catch it.
                 checks, _ = decision_checks(
-                    RunDir(run), shared_backend(), TRAITS, vcfg(), knob,
+                    RunDir(run), shared_backend(), TRAITS, DEFAULT_BUDGET, knob,
                     relabel=CYCLIC_SHUFFLE if kind == "shuffled" else None)
                 cache[kind] = {c.name: c for c in checks}
             return cache[kind]
