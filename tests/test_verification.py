@@ -151,6 +151,14 @@ def test_verify_refuses_a_backend_that_does_not_match_the_manifest(tmp_path):
         check_backend_matches(manifest, Loaded())
     manifest["model"]["vector_id"] = "v2"
     check_backend_matches(manifest, Loaded())  # same: accepted
+    # a control run records what its rows used; verify compares the trait vectors behind it
+    for used in ("placebo-s7-norms-of-v2", "none (persona text)", "none (off)"):
+        control = {"model": {**manifest["model"], "vector_id": used},
+                   "steering": {"vector_id": used, "trait_vector_id": "v2"}}
+        check_backend_matches(control, Loaded())
+        control["steering"]["trait_vector_id"] = "v1"
+        with pytest.raises(BackendMismatchError, match="vector_id 'v1' \\(run\\) != 'v2'"):
+            check_backend_matches(control, Loaded())
     run = build_run(tmp_path)
     RunDir(run).update_manifest(model={**manifest["model"], "dtype": "bfloat16"})
     with pytest.raises(BackendMismatchError, match="dtype"):

@@ -63,9 +63,14 @@ class BackendMismatchError(RunDirError):
 def check_backend_matches(manifest: dict, backend) -> None:
     """Refuse (one-line BackendMismatchError) when the loaded backend's model, vectors,
     dtype or layers differ from what the run's manifest recorded at load time."""
-    recorded = manifest.get("model") or {}
+    recorded = dict(manifest.get("model") or {})
     if not recorded or getattr(backend, "name", "") == "mock":
         return
+    # model.vector_id is what the rows were steered with (a placebo's random directions,
+    # "none (off)"); verify needs the trait vectors that was derived from.
+    trait_ids = (manifest.get("steering") or {}).get("trait_vector_id")
+    if trait_ids:
+        recorded["vector_id"] = trait_ids
     loaded = backend.describe()
     diffs = [f"{k} {recorded[k]!r} (run) != {loaded.get(k)!r} (loaded)"
              for k in ("backend", "model_id", "vector_id", "dtype", "layers")
