@@ -1,5 +1,6 @@
-"""Mean prompt tokens per 5 ticks and message kind of a run (docs/verification.md, the
-200-tick verify estimate). Usage: python scripts/prompt_lengths.py storage/dumps/<run_id>"""
+"""Mean prompt tokens per block of ticks and message kind of a run (docs/verification.md,
+the 200-tick verify cost). Usage: python scripts/prompt_lengths.py storage/dumps/<run_id>
+[TICKS_PER_BLOCK, default 5]"""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 import duckdb
 
 run = Path(sys.argv[1])
+every = int(sys.argv[2]) if len(sys.argv) > 2 else 5
 print(duckdb.sql(
-    "SELECT tick // 5 * 5 AS from_tick, kind, round(avg(tokens_in)) AS mean_prompt_tokens, "
-    f"count(*) AS messages FROM read_parquet('{run / 'messages' / '*.parquet'}') "
+    f"SELECT tick // {every} * {every} AS from_tick, kind, "
+    "round(avg(tokens_in)) AS mean_prompt_tokens, count(*) AS messages "
+    f"FROM read_parquet('{run / 'messages' / '*.parquet'}') "
     "GROUP BY ALL ORDER BY kind, from_tick"))
