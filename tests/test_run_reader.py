@@ -81,6 +81,16 @@ def test_parquet_views_are_written_in_one_place():
     assert r.stdout.split() == ["src/steertown/storage/run_tables.py"]
 
 
+def test_connections_are_single_threaded_so_figures_repeat(tmp_path):
+    """A parallel mean adds in thread order: town-v1-vectors-s2's alpha_mean_A (exactly
+    0.1923625) rounded to 0.192362 or 0.192363 from one analysis to the next."""
+    con = RunDir(build_run(tmp_path)).connect()
+    assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 1
+    r = subprocess.run(["grep", "-rln", "duckdb.connect(", "src/steertown"], capture_output=True,
+                       text=True, cwd=RunDir(__file__).path.parent.parent)
+    assert r.stdout.split() == ["src/steertown/storage/run_tables.py"]  # new_connection only
+
+
 def test_verification_reads_an_old_runs_mode_and_seed_through_the_reader(tmp_path):
     """Decision rows without a steering_mode (an older run) are replayed in the mode the
     run's config gives (old `enabled: false` = off), not a default of their own; the

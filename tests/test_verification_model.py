@@ -12,7 +12,6 @@ from steertown.config import VerificationConfig
 from steertown.storage.run_dir import RunDir
 from steertown.verification.verdict import verify_run
 from tests.synthetic_run import build_run
-from tests.test_verification import _by_name
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +88,7 @@ def test_verify_run_with_the_model_small_budget(tmp_path, backend):
     run = build_run(tmp_path)
     RunDir(run).update_manifest(model=backend.describe())  # as the flow records it
     report = verify_run(run, backend=backend, vcfg=small_vcfg())
-    checks = _by_name(report)
+    checks = {c["name"]: c for c in report["checks"]}
     assert checks["mechanistic.residual"]["passed"] and checks["mechanistic.residual"]["required"]
     assert checks["mechanistic.batch"]["passed"]
     for t in "EACON":  # the synthetic run steers every trait

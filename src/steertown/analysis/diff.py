@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from steertown.storage import schema
 from steertown.storage.run_dir import RunDir, atomic_write_json
+from steertown.storage.run_tables import new_connection
 
 ACTION_KEY = ("action_type", "target", "location_after", "success")
 SOCIETY_METRICS = ("tie_edges", "friend_edges", "density", "clustering", "degree_centralisation",
@@ -144,7 +145,7 @@ def diff_runs(run_a: str | Path, run_b: str | Path) -> dict[str, Any]:
     ma, mb = a.read_manifest(), b.read_manifest()
     first = first_divergence(a.path, b.path)
     since = first[0] if first else 1
-    con = duckdb.connect()
+    con = new_connection()
     try:
         per_tick = action_differences(con, a, b)
         oa, ob = _outcomes(con, a, since), _outcomes(con, b, since)

@@ -31,7 +31,7 @@ from scipy.stats import rankdata
 from steertown.config import TRAITS
 from steertown.stats import spearman
 from steertown.storage.run_dir import RunDir
-from steertown.storage.run_tables import source_sql
+from steertown.storage.run_tables import new_connection, source_sql
 from steertown.storage.schema import option_class
 
 MIN_AGENTS = 3  # fewer agents with a value: no correlation reported
@@ -116,7 +116,7 @@ def agent_rates(run_dir: str | Path) -> pa.Table:
     """
     run = RunDir(run_dir).require()
     agents = run.read_table("agents").select(list(ID_COLUMNS))
-    con = duckdb.connect(":memory:")
+    con = new_connection()
     con.register("agents", agents)
     rates, how = _class_rates(con, run)
     parts = [rates, _movement_and_contacts(con, run), _outcomes(con, run)]

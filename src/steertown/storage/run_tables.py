@@ -7,6 +7,11 @@ A view selects the contract's columns (storage.schema) from the table's Parquet 
 with no files yet is an empty view with the contract's columns, so queries on a fresh run
 return empty results instead of failing. A file that lacks the columns every reader relies
 on is refused with RunDirError naming it.
+
+Every connection is single-threaded (`new_connection`): DuckDB's parallel aggregates add
+floats in whatever order its threads finish, so a mean could differ in the last bits from
+one call to the next, and a value on a rounding edge (0.1923625 -> 0.192362 or 0.192363)
+then differed in summary.json; with one thread every figure is a function of the rows alone.
 """
 
 from __future__ import annotations
@@ -75,11 +80,16 @@ def add_view(con: duckdb.DuckDBPyConnection, files_of: FilesOf, table: str,
     con.execute(f"CREATE VIEW {name} AS SELECT {cols} FROM {source_sql(files)}")
 
 
+def new_connection() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection whose results depend only on its inputs (one thread)."""
+    return duckdb.connect(":memory:", config={"threads": 1})
+
+
 def connect(files_of: FilesOf, tables: Iterable[str] | None = None,
             con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection (a new in-memory one unless `con`) with a view per table
     (default: agents and every per-tick table)."""
-    con = con if con is not None else duckdb.connect(":memory:")
+    con = con if con is not None else new_connection()
     for table in tables if tables is not None else ("agents", *schema.TABLES):
         add_view(con, files_of, table)
     return con

@@ -7,11 +7,9 @@ model-based checks do that.
 
 from __future__ import annotations
 
-import duckdb
-
 from steertown.config import TRAITS
 from steertown.storage.run_dir import RunDir, RunDirError
-from steertown.storage.run_tables import source_sql
+from steertown.storage.run_tables import new_connection, source_sql
 from steertown.verification.check import Check
 
 
@@ -20,7 +18,7 @@ def logged_checks(run: RunDir, num_files: int = 0, min_variance: float = 1e-4) -
     files = run.check_schema("messages", num_files)  # clear error for foreign files
     if not files:
         raise RunDirError(f"{run.table_dir('messages')}: no message files to verify")
-    con = duckdb.connect()
+    con = new_connection()
     con.execute(f"CREATE VIEW m AS SELECT * FROM {source_sql(files)}")
     alpha = [f"alpha_{t}" for t in TRAITS]
     n, null_rows = con.execute(
