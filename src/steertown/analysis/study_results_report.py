@@ -13,10 +13,11 @@ from typing import Any
 import altair as alt
 
 from steertown.analysis import study_results as sr
+from steertown.analysis.study_stats import detectable_d
 from steertown.storage.run_dir import atomic_write_bytes
 
 EFFECT_COLUMNS = ("arm", "contrast", "family", "trait", "measure", "mean", "ci_low",
-                  "ci_high", "p", "p_holm", "n", "seeds")
+                  "ci_high", "p", "p_holm", "n", "seeds", "sd", "d")
 SLOPE_COLUMNS = ("run_id", "arm", "seed", "mode", "trait", "measure", "slope")
 VERIFICATION_COLUMNS = ("run_id", "seed", "mode", "verdict", "tv", "tv_ci_low", "tv_ci_high",
                         "tv_random", "traits_passed", "traits_checked", "failed")
@@ -77,6 +78,35 @@ def _effects_table(rows: list[dict]) -> list[str]:
         out.append(f"| {r['contrast']} | {r['trait']} | {r['measure']} | {_f(r['mean'])} | "
                    f"{_ci(r)} | {_p(r['p'])} | {_p(r['p_holm'])} | {r['n']} | "
                    f"{sr.result_word(r)} |")
+    return out
+
+
+def _power_lines(rows: list[dict]) -> list[str]:
+    """Per corrected test: the effect its t-test finds with 80% power at this many seeds,
+    at Holm's strictest level (alpha / tests in the family) and at alpha, in the
+    outcome's units (detectable d x the per-seed SD of the contrast)."""
+    sizes = {r["family"]: sum(x["family"] == r["family"] for x in rows) for r in rows}
+    ns = sorted({r["n"] for r in rows if r["n"] >= 2})
+    if not ns:
+        return ["No test has two seeds yet."]
+    m = max(sizes.values())
+    d_strict, d_loose = detectable_d(ns[-1], sr.ALPHA / m), detectable_d(ns[-1], sr.ALPHA)
+    out = [f"With {ns[-1]} paired seeds, the two-sided t-test has 80% power when the mean "
+           f"contrast is {d_strict:.2f} standard deviations of its per-seed values at alpha "
+           f"{sr.ALPHA / m:.3g} ({sr.ALPHA} / {m} tests: Holm's first step) and {d_loose:.2f} "
+           f"at alpha {sr.ALPHA} (Holm's last). In each outcome's units (x the SD over "
+           "seeds), a smaller true effect is likely missed: 'not detected' is not 'no "
+           "effect' below these sizes.", "",
+           "| contrast | trait | outcome | mean | SD over seeds | d = mean / SD | 80% power "
+           f"at alpha / {m} | at alpha | result |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        sd, n, k = r["sd"], r["n"], sizes[r["family"]]
+        strict = detectable_d(n, sr.ALPHA / k) if sd is not None else None
+        loose = detectable_d(n, sr.ALPHA) if sd is not None else None
+        out.append(f"| {r['contrast']} | {r['trait']} | {r['measure']} | {_f(r['mean'])} | "
+                   f"{_f(sd, '.3f')} | {_f(r['d'], '+.2f')} | "
+                   f"{_f(strict * sd if strict else None, '.3f')} | "
+                   f"{_f(loose * sd if loose else None, '.3f')} | {sr.result_word(r)} |")
     return out
 
 
@@ -150,6 +180,8 @@ def results_markdown(name: str, numbers: dict, command: str, data_dir: str | Non
     lines += ["", "## Primary and secondary tests (primary outcomes; Holm within each "
               "contrast)", "", *_effects_table([r for r in effects
                                                  if r["family"] != "exploratory"]), ""]
+    lines += ["## Power at this size (primary outcomes)", "",
+              *_power_lines([r for r in effects if r["family"] != "exploratory"]), ""]
     expl = [r for r in effects if r["family"] == "exploratory" and r["p"] is not None]
     low = [r for r in expl if r["p"] < sr.ALPHA]
     lines += ["## Exploratory (uncorrected; every contrast x trait x fingerprint measure)", "",
