@@ -19,6 +19,8 @@ def test_detectable_effect_at_five_seeds_is_the_preregistered_one():
     assert t_power(0.0, 5, 0.05) == pytest.approx(0.05)  # no effect: the test's level
     assert detectable_d(20, 0.05) < detectable_d(5, 0.05)  # more seeds, smaller effects
     assert detectable_d(1, 0.05) is None
+    two = detectable_d(2, 0.01)  # a two-seed study at Holm's first step: a huge d
+    assert two > 50 and t_power(two, 2, 0.01) == pytest.approx(0.8)
 
 
 def test_power_matches_a_simulated_t_test():

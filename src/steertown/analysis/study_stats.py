@@ -47,7 +47,10 @@ def detectable_d(n: int, alpha: float, power: float = 0.8) -> float | None:
     """The standardized effect the test detects with `power` (None for n < 2)."""
     if n < 2:
         return None
-    return float(optimize.brentq(lambda d: t_power(d, n, alpha) - power, 0.0, 50.0))
+    high = 1.0  # few seeds at a strict level need a large d (2 seeds at 0.01: ~56)
+    while t_power(high, n, alpha) < power:
+        high *= 2
+    return float(optimize.brentq(lambda d: t_power(d, n, alpha) - power, 0.0, high))
 
 
 def holm(pvalues: list[float | None]) -> list[float | None]:
