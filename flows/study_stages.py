@@ -85,12 +85,7 @@ def simulate_stage(spec: StudySpec, say=print) -> dict[str, str]:
         if before["status"] == "complete" and before["analysed"]:
             status = "skipped (complete)"
         else:
-            try:
-                status = _simulate_cell(cell, before)
-            except KeyboardInterrupt:
-                raise
-            except Exception as e:  # noqa: BLE001 - one failed cell must not stop the study
-                status = failure(e)
+            status = _attempt_cell(cell, before, say)
         after = states[cell.run_id] = cell_state(cell)
         ran = max(0, after["ticks_done"] - before["ticks_done"])
         if ran:
@@ -107,6 +102,27 @@ def simulate_stage(spec: StudySpec, say=print) -> dict[str, str]:
             + (f"{eta_text(left * rate)} at {rate:.1f} s/tick" if rate else eta_text(
                 None if left else 0.0)))
     return out
+
+
+# Prefect's temporary API server sometimes fails its first start in a fresh PREFECT_HOME
+# (uvicorn: "address already in use", then "Timed out while attempting to connect to
+# ephemeral Prefect API server"; upstream prefect#16397); the next start in the same
+# process works, and the cell resumes from its checkpoint, so it is run once more.
+PREFECT_START_FAILED = "ephemeral Prefect API server"
+
+
+def _attempt_cell(cell: Cell, state: dict, say) -> str:
+    """Simulate a cell (once more if Prefect's API server did not start); its status."""
+    status = ""
+    for attempt in (1, 2):
+        try:
+            return _simulate_cell(cell, state if attempt == 1 else cell_state(cell))
+        except Exception as e:  # noqa: BLE001 - one failed cell must not stop the study
+            status = failure(e)
+            if PREFECT_START_FAILED not in str(e):
+                break
+            say(f"{cell.run_id}: {status}" + ("; trying once more" if attempt == 1 else ""))
+    return status
 
 
 def _simulate_cell(cell: Cell, state: dict) -> str:

@@ -226,6 +226,34 @@ def test_study_spec_run_ids_are_fixed_and_readable(tmp_path):
     assert moved.cells()[0].config["storage_dir"] == str(tmp_path / "elsewhere" / "dumps")
 
 
+def test_a_cell_whose_prefect_server_did_not_start_runs_once_more(tmp_path, monkeypatch):
+    """Prefect's temporary API server can fail its first start (prefect#16397): that cell
+    is run again at once; any other failure is reported and not retried."""
+    import flows.pipeline
+    from flows.study_spec import load_study
+    from flows.study_stages import simulate_stage
+
+    (tmp_path / "study.yaml").write_text(STUDY.format(data=tmp_path / "d"))
+    spec = load_study(tmp_path)
+    calls = []
+
+    def flaky(config):
+        calls.append(config["run_id"])
+        if config["run_id"] == "tiny-vectors-s1" and calls.count("tiny-vectors-s1") == 1:
+            raise RuntimeError("Timed out while attempting to connect to ephemeral Prefect "
+                               "API server.")
+        if config["run_id"] == "tiny-placebo-s1":
+            raise ValueError("something else")
+
+    monkeypatch.setattr(flows.pipeline, "run_flow", flaky)
+    said = []
+    out = simulate_stage(spec, say=said.append)
+    assert out["tiny-vectors-s1"] == "complete" and calls.count("tiny-vectors-s1") == 2
+    assert any("tiny-vectors-s1: failed: Timed out" in s and "once more" in s for s in said)
+    assert out["tiny-placebo-s1"] == "failed: something else"
+    assert calls.count("tiny-placebo-s1") == 1
+
+
 def test_town_v1_study_file_is_the_preregistered_design():
     from flows.study_spec import load_study
 
