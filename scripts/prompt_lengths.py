@@ -5,14 +5,12 @@ the 200-tick verify cost). Usage: python scripts/prompt_lengths.py storage/dumps
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-import duckdb
+from steertown.storage.run_dir import RunDir
 
-run = Path(sys.argv[1])
+con = RunDir(sys.argv[1]).connect(["messages"])
 every = int(sys.argv[2]) if len(sys.argv) > 2 else 5
-print(duckdb.sql(
+print(con.sql(
     f"SELECT tick // {every} * {every} AS from_tick, kind, "
     "round(avg(tokens_in)) AS mean_prompt_tokens, count(*) AS messages "
-    f"FROM read_parquet('{run / 'messages' / '*.parquet'}') "
-    "GROUP BY ALL ORDER BY kind, from_tick"))
+    "FROM messages GROUP BY ALL ORDER BY kind, from_tick"))

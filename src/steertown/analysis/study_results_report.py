@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,7 @@ def _power_lines(rows: list[dict]) -> list[str]:
     """Per corrected test: the effect its t-test finds with 80% power at this many seeds,
     at Holm's strictest level (alpha / tests in the family) and at alpha, in the
     outcome's units (detectable d x the per-seed SD of the contrast)."""
-    sizes = {r["family"]: sum(x["family"] == r["family"] for x in rows) for r in rows}
+    sizes = Counter(r["family"] for r in rows)
     ns = sorted({r["n"] for r in rows if r["n"] >= 2})
     if not ns:
         return ["No test has two seeds yet."]
@@ -100,13 +101,12 @@ def _power_lines(rows: list[dict]) -> list[str]:
            "| contrast | trait | outcome | mean | SD over seeds | d = mean / SD | 80% power "
            f"at alpha / {m} | at alpha | result |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        sd, n, k = r["sd"], r["n"], sizes[r["family"]]
-        strict = detectable_d(n, sr.ALPHA / k) if sd is not None else None
-        loose = detectable_d(n, sr.ALPHA) if sd is not None else None
+        sd, n = r["sd"], r["n"]
+        strict, loose = ((detectable_d(n, sr.ALPHA / sizes[r["family"]]) * sd,
+                          detectable_d(n, sr.ALPHA) * sd) if sd is not None else (None, None))
         out.append(f"| {r['contrast']} | {r['trait']} | {r['measure']} | {_f(r['mean'])} | "
-                   f"{_f(sd, '.3f')} | {_f(r['d'], '+.2f')} | "
-                   f"{_f(strict * sd if strict else None, '.3f')} | "
-                   f"{_f(loose * sd if loose else None, '.3f')} | {sr.result_word(r)} |")
+                   f"{_f(sd, '.3f')} | {_f(r['d'], '+.2f')} | {_f(strict, '.3f')} | "
+                   f"{_f(loose, '.3f')} | {sr.result_word(r)} |")
     return out
 
 
